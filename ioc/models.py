@@ -1,0 +1,58 @@
+"""Domain messages beyond the wire payload: findings from detectors and alert transitions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from ioc.wire import Reading
+
+__all__ = ["AlertChange", "Finding", "Reading"]
+
+
+class Finding(msgspec.Struct, frozen=True):
+    """What a detector concluded about one sensor at one moment.
+
+    ``severity`` None means the condition has cleared (the alert may resolve).
+    """
+
+    sensor_id: str
+    rule: str
+    kind: str  # alert kind: flood, rain, air, noise, traffic, health
+    metric: str
+    ts: datetime
+    severity: str | None
+    value: float
+    threshold: float | None = None
+    message: str = ""
+    predicted_crossing_at: datetime | None = None
+    lead_time_s: float | None = None
+    detail: dict[str, object] = {}
+
+    @property
+    def alert_key(self) -> str:
+        return f"{self.sensor_id}:{self.rule}"
+
+
+class FindingBatch(msgspec.Struct):
+    v: int
+    findings: list[Finding]
+
+
+class AlertChange(msgspec.Struct, frozen=True):
+    """One alert transition, as fanned out to MQTT, webhooks and Grafana."""
+
+    alert_id: int
+    alert_key: str
+    event: str  # opened, escalated, deescalated, acknowledged, resolved
+    state: str
+    severity: str
+    previous_severity: str | None
+    kind: str
+    sensor_id: str
+    rule: str
+    at: datetime
+    value: float | None
+    threshold: float | None
+    message: str

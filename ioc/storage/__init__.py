@@ -1,0 +1,1 @@
+"""Storage layer: connections, migrations, sinks and queries. Thin on purpose; SQL lives here only."""

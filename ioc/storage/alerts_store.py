@@ -1,0 +1,112 @@
+"""Alerts in the database: one active alert per key, every transition in ``alert_events``.
+
+The partial unique index on ``alert_key`` makes a duplicate open impossible even when two
+workers race; the loser's insert simply returns nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ioc.domain import SEVERITIES
+from ioc.models import AlertChange, Finding
+
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+_COLS = "alert_id, alert_key, state, severity, kind, sensor_id, rule, value, threshold, message"
+
+
+def _change(row: tuple, event: str, previous: str | None, at: datetime) -> AlertChange:  # type: ignore[type-arg]
+    alert_id, key, state, severity, kind, sensor_id, rule, value, threshold, message = row
+    return AlertChange(
+        alert_id, key, event, state, severity, previous, kind, sensor_id, rule, at, value, threshold, message
+    )
+
+
+def _event(cur: psycopg.Cursor, alert_id: int, event: str, detail: dict[str, object]) -> None:  # type: ignore[type-arg]
+    cur.execute(
+        "INSERT INTO alert_events (alert_id, event, detail) VALUES (%s, %s, %s)", (alert_id, event, Jsonb(detail))
+    )
+
+
+def apply_finding(conn: psycopg.Connection, f: Finding) -> list[AlertChange]:
+    """Open, escalate, de-escalate or resolve the alert for the finding's key, in one transaction."""
+    now = datetime.now(UTC)
+    changes: list[AlertChange] = []
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(f"SELECT {_COLS} FROM alerts WHERE alert_key = %s AND state <> 'resolved' FOR UPDATE", (f.alert_key,))
+        active = cur.fetchone()
+        if f.severity is None:
+            if active is None:
+                return []
+            cur.execute(
+                f"UPDATE alerts SET state = 'resolved', resolved_at = %s, updated_at = %s, value = %s"
+                f" WHERE alert_id = %s RETURNING {_COLS}",
+                (f.ts, now, f.value, active[0]),
+            )
+            row = cur.fetchone()
+            _event(cur, active[0], "resolved", {"value": f.value, "ts": f.ts.isoformat()})
+            changes.append(_change(row, "resolved", active[3], f.ts))  # type: ignore[arg-type]
+            return changes
+        if active is None:
+            cur.execute(
+                "INSERT INTO alerts (alert_key, sensor_id, rule, kind, metric, severity, state, opened_at, updated_at,"
+                " value, threshold, predicted_crossing_at, lead_time_s, message, detail)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s)"
+                f" ON CONFLICT (alert_key) WHERE state <> 'resolved' DO NOTHING RETURNING {_COLS}",
+                (
+                    f.alert_key, f.sensor_id, f.rule, f.kind, f.metric, f.severity, f.ts, now, f.value,
+                    f.threshold, f.predicted_crossing_at, f.lead_time_s, f.message, Jsonb(dict(f.detail)),
+                ),
+            )
+            row = cur.fetchone()
+            if row is None:  # a concurrent worker opened it first
+                return []
+            _event(cur, row[0], "opened", {"severity": f.severity, "value": f.value, "ts": f.ts.isoformat()})
+            changes.append(_change(row, "opened", None, f.ts))
+            return changes
+        previous = active[3]
+        if previous == f.severity:
+            return []
+        event = "escalated" if _RANK[f.severity] > _RANK[previous] else "deescalated"
+        cur.execute(
+            f"UPDATE alerts SET severity = %s, updated_at = %s, value = %s, threshold = %s, message = %s"
+            f" WHERE alert_id = %s RETURNING {_COLS}",
+            (f.severity, now, f.value, f.threshold, f.message, active[0]),
+        )
+        row = cur.fetchone()
+        _event(cur, active[0], event, {"from": previous, "to": f.severity, "value": f.value})
+        changes.append(_change(row, event, previous, f.ts))  # type: ignore[arg-type]
+    return changes
+
+
+def acknowledge(conn: psycopg.Connection, alert_id: int, by: str) -> AlertChange | None:
+    now = datetime.now(UTC)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE alerts SET state = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s, updated_at = %s"
+            f" WHERE alert_id = %s AND state = 'open' RETURNING {_COLS}",
+            (now, by, now, alert_id),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        _event(cur, alert_id, "acknowledged", {"by": by})
+        return _change(row, "acknowledged", row[3], now)
+
+
+def active_alerts(conn: psycopg.Connection) -> list[tuple]:  # type: ignore[type-arg]
+    return conn.execute(
+        "SELECT alert_id, severity, kind, sensor_id, rule, state, opened_at, value, threshold, message"
+        " FROM alerts WHERE state <> 'resolved' ORDER BY alert_id"
+    ).fetchall()
+
+
+def record_notification(conn: psycopg.Connection, alert_id: int, channel: str, ok: bool, detail: str = "") -> None:
+    conn.execute(
+        "INSERT INTO alert_events (alert_id, event, detail) VALUES (%s, %s, %s)",
+        (alert_id, f"notified:{channel}" if ok else f"notify_failed:{channel}", Jsonb({"detail": detail[:500]})),
+    )

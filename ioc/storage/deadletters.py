@@ -1,0 +1,102 @@
+"""The dead-letter store: every rejected payload with its reason, raw bytes and origin."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+import psycopg
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """One rejected message as it travels on the dead-letter topic."""
+
+    received_at: datetime
+    source: str  # "mqtt" for the bridge, "kafka" for the worker
+    reason: str
+    detail: str
+    topic: str
+    raw: bytes
+    partition: int | None = None
+    offset: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Content key: a redelivered reject is stored once, like a duplicate reading."""
+        h = hashlib.sha256(self.topic.encode("utf-8", "replace") + b"\0" + self.raw)
+        return h.hexdigest()
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(list[DeadLetter])
+
+
+def encode_batch(items: Sequence[DeadLetter]) -> bytes:
+    return _encoder.encode(list(items))
+
+
+def decode_batch(raw: bytes) -> list[DeadLetter]:
+    return _decoder.decode(raw)
+
+
+def write_deadletters(conn: psycopg.Connection, items: Iterable[DeadLetter]) -> int:
+    """Insert idempotently (keyed by content); returns how many were new or re-failed replays."""
+    rows = [
+        (d.key, d.received_at, d.source, d.reason, d.detail[:1000], d.topic[:512], d.partition, d.offset, d.raw)
+        for d in items
+    ]
+    if not rows:
+        return 0
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO deadletters (dl_key, received_at, source, reason, detail, topic, kafka_partition,"
+            " kafka_offset, raw) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            # A replayed letter that fails again becomes pending again; a plain duplicate changes nothing.
+            " ON CONFLICT (dl_key) DO UPDATE SET replayed_at = NULL, reason = EXCLUDED.reason,"
+            " detail = EXCLUDED.detail WHERE deadletters.replayed_at IS NOT NULL"
+            " RETURNING dl_id",
+            rows,
+            returning=True,
+        )
+        new = 0
+        while True:
+            if cur.fetchone() is not None:
+                new += 1
+            if not cur.nextset():
+                break
+    return new
+
+
+@dataclass(frozen=True)
+class DeadLetterRow:
+    dl_id: int
+    received_at: datetime
+    source: str
+    reason: str
+    detail: str
+    topic: str | None
+    raw: bytes
+    replayed_at: datetime | None
+
+
+def list_deadletters(
+    conn: psycopg.Connection, *, reason: str | None = None, limit: int = 50, include_replayed: bool = False
+) -> list[DeadLetterRow]:
+    rows = conn.execute(
+        "SELECT dl_id, received_at, source, reason, detail, topic, raw, replayed_at FROM deadletters"
+        " WHERE (%(reason)s::text IS NULL OR reason = %(reason)s) AND (%(all)s OR replayed_at IS NULL)"
+        " ORDER BY dl_id LIMIT %(limit)s",
+        {"reason": reason, "all": include_replayed, "limit": limit},
+    ).fetchall()
+    return [DeadLetterRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), r[7]) for r in rows]
+
+
+def counts_by_reason(conn: psycopg.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT reason, count(*) FROM deadletters GROUP BY reason ORDER BY reason").fetchall())  # type: ignore[arg-type]
+
+
+def mark_replayed(conn: psycopg.Connection, ids: Sequence[int]) -> None:
+    conn.execute("UPDATE deadletters SET replayed_at = now() WHERE dl_id = ANY(%s)", (list(ids),))

@@ -1,0 +1,51 @@
+"""The sensor registry in the database: seeded from sensors_sim's data, read by the bridge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ioc.wire import SensorInfo
+
+
+def upsert_sensors(conn: psycopg.Connection, sensors: Iterable[Any]) -> int:
+    """Insert or update registry entries (objects shaped like ``sensors_sim.registry.SensorSpec``)."""
+    rows = [
+        (
+            s.sensor_id, s.kind, s.name, s.district, s.lat, s.lon, s.approximate, Jsonb(s.metrics),
+            Jsonb(s.alarm_levels) if s.alarm_levels else None, s.interval_s, Jsonb(s.extra),
+        )
+        for s in sensors
+    ]
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO sensors (sensor_id, kind, name, district, lat, lon, approximate, metrics, alarm_levels,"
+            " interval_s, extra) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (sensor_id) DO UPDATE SET kind = EXCLUDED.kind, name = EXCLUDED.name,"
+            " district = EXCLUDED.district, lat = EXCLUDED.lat, lon = EXCLUDED.lon,"
+            " approximate = EXCLUDED.approximate, metrics = EXCLUDED.metrics,"
+            " alarm_levels = EXCLUDED.alarm_levels, interval_s = EXCLUDED.interval_s, extra = EXCLUDED.extra,"
+            " updated_at = now()",
+            rows,
+        )
+    return len(rows)
+
+
+def auto_register(conn: psycopg.Connection, sensor_id: str, kind: str) -> None:
+    conn.execute(
+        "INSERT INTO sensors (sensor_id, kind, name, auto_registered) VALUES (%s, %s, %s, true)"
+        " ON CONFLICT (sensor_id) DO NOTHING",
+        (sensor_id, kind, sensor_id),
+    )
+
+
+def load_sensor_infos(conn: psycopg.Connection) -> dict[str, SensorInfo]:
+    return {r[0]: SensorInfo(r[1]) for r in conn.execute("SELECT sensor_id, kind FROM sensors WHERE retired_at IS NULL")}
+
+
+def load_alarm_levels(conn: psycopg.Connection) -> dict[str, dict[str, float | None]]:
+    rows = conn.execute("SELECT sensor_id, alarm_levels FROM sensors WHERE alarm_levels IS NOT NULL").fetchall()
+    return {r[0]: dict(r[1]) for r in rows}

@@ -1,0 +1,1 @@
+"""Kafka side of the pipeline: the MQTT→Kafka bridge and the Faust app with its agents."""

@@ -1,0 +1,52 @@
+"""Alerts agent: findings become alert transitions in the DB, then fan out (MQTT, ioc.alerts)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ioc.settings import Settings
+from ioc.storage.alerts_store import apply_finding, record_notification
+from streams.agents_sink import findings_of
+from streams.alert_publisher import AlertPublisher
+from streams.db_worker import DbWorker
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+
+log = logging.getLogger(__name__)
+_enc = msgspec.json.Encoder()
+
+
+def register_alert_agents(p: Pipeline, settings: Settings) -> None:
+    assert settings.database_url is not None
+    db = DbWorker(settings.database_url, "alerts")
+    publisher: list[AlertPublisher] = []
+
+    async def alerts(stream: Any) -> None:
+        stream.enable_acks = False
+        async for event in stream.events():
+            try:
+                findings = findings_of(event.value)
+            except (msgspec.DecodeError, TypeError) as e:
+                log.error("undecodable findings batch at offset %s: %s", event.message.offset, e)
+                await stream.ack(event)
+                continue
+            for f in findings:
+                changes = await db.run(lambda c, f=f: apply_finding(c, f), "apply finding")
+                for ch in changes:
+                    log.info("alert %s %s: %s (%s)", ch.alert_id, ch.event, ch.message, ch.severity)
+                    if not publisher:
+                        pub = AlertPublisher(settings, f"{settings.app_id}-alerts-{uuid.uuid4().hex[:8]}")
+                        await asyncio.to_thread(pub.start)
+                        publisher.append(pub)
+                    ok = await asyncio.to_thread(publisher[0].publish, ch)
+                    await db.run(lambda c, ch=ch, ok=ok: record_notification(c, ch.alert_id, "mqtt", ok), "audit")
+                    await p.alerts.send(value=_enc.encode(ch), partition=event.message.partition)
+            await stream.ack(event)
+
+    p.app.agent(p.findings, name="alerts")(alerts)

@@ -1,0 +1,317 @@
+"""The MQTT→Kafka bridge: validate at the edge, micro-batch per partition, ack MQTT after Kafka.
+
+Threads: paho runs its network loop in our own thread (with our own reconnect loop and
+jittered backoff); everything else runs on one asyncio loop. A QoS 1 message is PUBACKed only
+after the envelope that carries it (or its dead letter) has been acked by Kafka, so a bridge
+that dies loses nothing: the broker redelivers to the persistent session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from ioc.errors import IocError, PayloadRejected
+from ioc.mqtt_client import connect, make_client
+from ioc.retry import Backoff
+from ioc.settings import Settings, mask_url
+from ioc.storage.deadletters import DeadLetter, encode_batch
+from ioc.wire import Reading, SensorInfo, ValidationPolicy, encode_envelope, validate
+from streams.envelope_batcher import Batch, EnvelopeBatcher
+from streams.kafka_admin import ensure_topics
+from streams.topics import TopicNames, bootstrap_servers, partition_for
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION = "khanhhoa/v1/+/+"
+# Reason codes that retrying cannot fix: stop with a clear error instead of looping.
+FATAL_CONNACK = {"Bad user name or password", "Not authorized", "Client identifier not valid", "Banned"}
+
+
+class CredentialsRefused(IocError):
+    pass
+
+
+@dataclass(frozen=True)
+class AckToken:
+    """A pending MQTT ack; only valid on the connection that received the message."""
+
+    generation: int
+    mid: int
+
+
+@dataclass
+class BridgeStats:
+    received: int = 0
+    valid: int = 0
+    rejected: int = 0
+    envelopes: int = 0
+    acked: int = 0
+    by_reason: Counter[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.by_reason = Counter()
+
+
+class MqttLoop:
+    """paho client in its own thread, with our reconnect loop (capped backoff, full jitter)."""
+
+    def __init__(self, settings: Settings, on_message: Callable[[str, bytes, AckToken], None]) -> None:
+        assert settings.mqtt_url is not None
+        self.url = settings.mqtt_url
+        self.topic = f"$share/{settings.share_group}/{SUBSCRIPTION}"
+        self.client, self.target, props = make_client(
+            settings.mqtt_url,
+            client_id=settings.bridge_id,
+            clean_start=False,
+            session_expiry_s=86400,
+            manual_ack=True,
+            ca_file=settings.mqtt_ca_file,
+        )
+        if props is None:
+            props = mqtt.Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = 5000  # QoS 1 messages in flight to us, bounds bridge memory
+        self.props = props
+        self.on_message_cb = on_message
+        self.generation = 0
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.fatal: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqtt-loop", daemon=True)
+        self._lock = threading.Lock()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
+        if rc.is_failure:
+            name = str(rc)
+            log.error("MQTT broker %s refused the connection: %s", mask_url(self.url), name)
+            if name in FATAL_CONNACK:
+                self.fatal = f"MQTT broker {mask_url(self.url)} refused the credentials: {name}"
+                self._stop.set()
+            return
+        with self._lock:
+            self.generation += 1
+        # Subscribe on every connect: a broker that lost the session must not leave us deaf.
+        client.subscribe(self.topic, qos=1)
+        self.connected.set()
+        log.info("MQTT connected to %s (session present=%s), subscribed %s", mask_url(self.url),
+                 getattr(flags, "session_present", "?"), self.topic)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        with self._lock:
+            self.generation += 1  # acks for messages of the old connection are void
+        if not self._stop.is_set():
+            log.warning("MQTT disconnected from %s: %s", mask_url(self.url), rc)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self.on_message_cb(msg.topic, msg.payload, AckToken(self.generation, msg.mid))
+        except Exception:  # a handler must never die on one payload
+            log.exception("bridge handler failed for topic %.200s", msg.topic)
+
+    def ack(self, token: AckToken) -> bool:
+        with self._lock:
+            if token.generation != self.generation:
+                return False  # the broker will redeliver it; the sinks are idempotent
+        self.client.ack(token.mid, 1)
+        return True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001 - best effort on shutdown
+            pass
+
+    def _run(self) -> None:
+        backoff = Backoff(base_s=0.2, cap_s=15.0)
+        while not self._stop.is_set():
+            try:
+                connect(self.client, self.target, self.props)
+            except OSError as e:
+                delay = backoff.next()
+                log.warning("MQTT %s unreachable (%s); retrying in %.1f s", mask_url(self.url), e, delay)
+                self._stop.wait(delay)
+                continue
+            while not self._stop.is_set():
+                rc = self.client.loop(timeout=0.05)
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                if self.connected.is_set():
+                    backoff.reset()
+            self.connected.clear()
+            if not self._stop.is_set():
+                delay = backoff.next()
+                log.warning("MQTT connection lost; reconnecting in %.1f s", delay)
+                self._stop.wait(delay)
+
+
+class Bridge:
+    """Owns validation, batching and the Kafka producer; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sensors: dict[str, SensorInfo],
+        *,
+        on_unknown_sensor: Callable[[str, str], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        settings.require("mqtt_url", "kafka_url")
+        self.settings = settings
+        self.sensors = sensors
+        self.on_unknown_sensor = on_unknown_sensor
+        self.clock = clock
+        self.topics = TopicNames(settings.topic_prefix)
+        self.policy = ValidationPolicy(
+            max_payload_bytes=settings.max_payload_bytes,
+            max_future=timedelta(seconds=settings.max_future_s),
+            late_bound=timedelta(seconds=settings.late_bound_s),
+            auto_register=settings.auto_register,
+        )
+        self.stats = BridgeStats()
+        self.batcher: EnvelopeBatcher[Reading, AckToken] = EnvelopeBatcher(
+            settings.envelope_max_readings, settings.envelope_max_ms / 1000.0, time.monotonic
+        )
+        self.dead: list[tuple[DeadLetter, AckToken]] = []
+        self.mqtt = MqttLoop(settings, self._from_thread)
+        self.producer: AIOKafkaProducer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Queue[Batch[Reading, AckToken]] = asyncio.Queue()
+        self._partition_locks: dict[int, asyncio.Lock] = {}
+
+    # -- MQTT thread -> asyncio loop
+    def _from_thread(self, topic: str, payload: bytes, token: AckToken) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.handle, topic, payload, token)
+
+    def _lookup(self, sensor_id: str) -> SensorInfo | None:
+        return self.sensors.get(sensor_id)
+
+    def handle(self, topic: str, payload: bytes, token: AckToken) -> None:
+        """Validate one message and route it to its partition's envelope or to the dead letters."""
+        self.stats.received += 1
+        try:
+            reading = validate(topic, payload, sensors=self._lookup, now=self.clock(), policy=self.policy)
+        except PayloadRejected as e:
+            self.stats.rejected += 1
+            self.stats.by_reason[e.reason] += 1  # type: ignore[index]
+            log.debug("rejected %s on %.200s: %s", e.reason, topic, e.detail)
+            self.dead.append(
+                (DeadLetter(self.clock(), "mqtt", e.reason, e.detail, topic, bytes(payload)), token)
+            )
+            return
+        if reading.sensor_id not in self.sensors:
+            self.sensors[reading.sensor_id] = SensorInfo(reading.kind)
+            if self.on_unknown_sensor is not None:
+                self.on_unknown_sensor(reading.sensor_id, reading.kind)
+        self.stats.valid += 1
+        part = partition_for(reading.sensor_id, self.settings.kafka_partitions)
+        for batch in self.batcher.add(part, reading, token):
+            self._ready.put_nowait(batch)
+
+    # -- Kafka side
+    async def _send(self, topic: str, value: bytes, partition: int | None, what: str) -> None:
+        """Send until Kafka acks; transient errors back off and retry, never drop."""
+        assert self.producer is not None
+        backoff = Backoff(base_s=0.1, cap_s=10.0)
+        while True:
+            try:
+                await self.producer.send_and_wait(topic, value, partition=partition)
+                return
+            except KafkaError as e:
+                delay = backoff.next()
+                log.warning("Kafka send of %s failed (%s); retrying in %.2f s", what, e, delay)
+                await asyncio.sleep(delay)
+
+    async def _flush_batch(self, batch: Batch[Reading, AckToken]) -> None:
+        lock = self._partition_locks.setdefault(batch.partition, asyncio.Lock())
+        async with lock:  # one envelope in flight per partition keeps each sensor in order
+            await self._send(self.topics.readings, encode_envelope(batch.items), batch.partition,
+                             f"envelope of {len(batch.items)} to partition {batch.partition}")
+        self.stats.envelopes += 1
+        for t in batch.acks:
+            if self.mqtt.ack(t):
+                self.stats.acked += 1
+
+    async def _flush_dead(self) -> None:
+        if not self.dead:
+            return
+        items, self.dead = self.dead, []
+        await self._send(self.topics.deadletter, encode_batch([d for d, _ in items]), None,
+                         f"{len(items)} dead letters")
+        for _, t in items:
+            if self.mqtt.ack(t):
+                self.stats.acked += 1
+
+    async def _sender(self) -> None:
+        while True:
+            batch = await self._ready.get()
+            await self._flush_batch(batch)
+
+    async def _ticker(self) -> None:
+        tick = min(0.01, self.batcher.max_age_s / 2)
+        while True:
+            await asyncio.sleep(tick)
+            for batch in self.batcher.due():
+                self._ready.put_nowait(batch)
+            await self._flush_dead()
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> BridgeStats:
+        assert self.settings.kafka_url is not None
+        self._loop = asyncio.get_running_loop()
+        await ensure_topics(self.settings.kafka_url, self.topics.all(), self.settings.kafka_partitions)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers(self.settings.kafka_url),
+            acks="all",
+            linger_ms=2,
+            max_request_size=8 * 1024 * 1024,
+            request_timeout_ms=15000,
+        )
+        await self.producer.start()
+        self.mqtt.start()
+        tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._ticker())]
+        try:
+            while not stop.is_set():
+                if self.mqtt.fatal:
+                    raise CredentialsRefused(self.mqtt.fatal)
+                if ready is not None and self.mqtt.subscribed.is_set():
+                    ready.set()
+                try:
+                    await asyncio.wait_for(stop.wait(), 0.2)
+                except TimeoutError:
+                    pass
+            # graceful: flush what we hold, then stop
+            for batch in self.batcher.drain():
+                self._ready.put_nowait(batch)
+            deadline = time.monotonic() + 10
+            while (not self._ready.empty() or self.dead) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            for t in tasks:
+                t.cancel()
+            self.mqtt.stop()
+            await self.producer.stop()
+        return self.stats

@@ -1,0 +1,52 @@
+"""Process entry for `ioc bridge`: load the registry, run the bridge until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from ioc.settings import Settings
+from ioc.storage.db import connect
+from ioc.storage.sensors_store import auto_register, load_sensor_infos
+from streams.bridge import Bridge, BridgeStats
+
+log = logging.getLogger(__name__)
+
+
+async def serve(
+    settings: Settings, stop: asyncio.Event | None = None, ready_file: Path | None = None
+) -> BridgeStats:
+    settings.require("mqtt_url", "kafka_url", "database_url")
+    assert settings.database_url is not None
+    url = settings.database_url
+    with connect(url, autocommit=True) as conn:
+        sensors = load_sensor_infos(conn)
+    log.info("bridge: %d registered sensors, auto-register=%s", len(sensors), settings.auto_register)
+
+    def register(sensor_id: str, kind: str) -> None:
+        with connect(url, autocommit=True) as c:
+            auto_register(c, sensor_id, kind)
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bridge = Bridge(settings, sensors, on_unknown_sensor=register)
+    ready = asyncio.Event()
+
+    async def announce() -> None:
+        await ready.wait()
+        log.info("bridge subscribed and ready")
+        if ready_file is not None:
+            ready_file.write_text("ready\n")
+
+    announcer = asyncio.create_task(announce())
+    try:
+        stats = await bridge.run(stop, ready)
+    finally:
+        announcer.cancel()
+    log.info("bridge stopped: received=%d valid=%d rejected=%d acked=%d envelopes=%d reasons=%s",
+             stats.received, stats.valid, stats.rejected, stats.acked, stats.envelopes, dict(stats.by_reason or {}))
+    return stats

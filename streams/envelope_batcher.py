@@ -1,0 +1,67 @@
+"""Per-partition micro-batching for the bridge: flush at N readings or T seconds, in arrival order.
+
+Pure bookkeeping with an injected monotonic clock; the bridge does the I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+A = TypeVar("A")
+
+
+@dataclass
+class Batch(Generic[T, A]):
+    partition: int
+    items: list[T] = field(default_factory=list)
+    acks: list[A] = field(default_factory=list)
+    started: float = 0.0
+
+
+class EnvelopeBatcher(Generic[T, A]):
+    """Collects items per partition and hands out batches that are full or old enough.
+
+    >>> clock = [0.0]
+    >>> b = EnvelopeBatcher(max_items=2, max_age_s=0.05, now=lambda: clock[0])
+    >>> b.add(3, "r1", 1), [x.items for x in b.add(3, "r2", 2)]
+    ([], [['r1', 'r2']])
+    >>> b.add(1, "r3", 3); clock[0] = 0.06; [(x.partition, x.items) for x in b.due()]
+    []
+    [(1, ['r3'])]
+    """
+
+    def __init__(self, max_items: int, max_age_s: float, now: Callable[[], float]) -> None:
+        if max_items < 1 or max_age_s <= 0:
+            raise ValueError("max_items must be >= 1 and max_age_s > 0")
+        self.max_items = max_items
+        self.max_age_s = max_age_s
+        self._now = now
+        self._open: dict[int, Batch[T, A]] = {}
+
+    def add(self, partition: int, item: T, ack: A) -> list[Batch[T, A]]:
+        batch = self._open.get(partition)
+        if batch is None:
+            batch = self._open[partition] = Batch(partition, started=self._now())
+        batch.items.append(item)
+        batch.acks.append(ack)
+        if len(batch.items) >= self.max_items:
+            del self._open[partition]
+            return [batch]
+        return []
+
+    def due(self) -> list[Batch[T, A]]:
+        now = self._now()
+        ready = [p for p, b in self._open.items() if now - b.started >= self.max_age_s]
+        return [self._open.pop(p) for p in ready]
+
+    def drain(self) -> list[Batch[T, A]]:
+        out = list(self._open.values())
+        self._open.clear()
+        return out
+
+    @property
+    def pending(self) -> int:
+        return sum(len(b.items) for b in self._open.values())

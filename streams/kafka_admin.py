@@ -1,0 +1,42 @@
+"""Create the pipeline's topics up front, so the bridge can send to explicit partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from ioc.errors import ServiceUnavailable
+from streams.topics import bootstrap_servers
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(kafka_url: str, topics: list[str], partitions: int, timeout_s: float = 15.0) -> None:
+    """Create missing topics; a broker that does not answer in time is named with its URL."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(kafka_url), request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (TimeoutError, KafkaConnectionError, OSError) as e:
+        await admin.close()
+        raise ServiceUnavailable("Kafka", kafka_url, str(e) or type(e).__name__) from e
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+            except KafkaError as e:
+                log.warning("create_topics %s: %s (another process may have created them)", missing, e)
+            log.info("created topics %s with %d partitions", missing, partitions)
+        for _ in range(50):  # wait until metadata shows every topic
+            if set(topics) <= set(await admin.list_topics()):
+                return
+            await asyncio.sleep(0.1)
+        raise ServiceUnavailable("Kafka", kafka_url, f"topics {topics} did not appear")
+    finally:
+        await admin.close()

@@ -1,0 +1,53 @@
+"""Kafka topic names and the partitioner shared by the bridge and the workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from aiokafka.partitioner import murmur2
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """All ``<prefix>.*`` topics; tests use a unique prefix per test."""
+
+    prefix: str = "ioc"
+
+    @property
+    def readings(self) -> str:
+        return f"{self.prefix}.readings"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}.deadletter"
+
+    @property
+    def findings(self) -> str:
+        return f"{self.prefix}.findings"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}.alerts"
+
+    def all(self) -> list[str]:
+        return [self.readings, self.deadletter, self.findings, self.alerts]
+
+
+@lru_cache(maxsize=65536)
+def partition_for(sensor_id: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, positive) on the sensor id, cached per sensor.
+
+    >>> partition_for("HYD_DONG_TRANG", 8) == partition_for("HYD_DONG_TRANG", 8)
+    True
+    """
+    return (murmur2(sensor_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+def bootstrap_servers(kafka_url: str) -> str:
+    """``kafka://h1:9092,h2:9092`` -> ``h1:9092,h2:9092``.
+
+    >>> bootstrap_servers("kafka://127.0.0.1:9092")
+    '127.0.0.1:9092'
+    """
+    return ",".join(part.removeprefix("kafka://") for part in kafka_url.split(","))
