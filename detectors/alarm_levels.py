@@ -6,6 +6,7 @@ hovering at an alarm line does not flap alerts open and closed.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ioc.models import Finding, Reading
@@ -18,9 +19,10 @@ STATE_VERSION = 1
 class AlarmLevelDetector:
     """Raises a finding whenever the alarm band of a gauge changes.
 
-    >>> from datetime import datetime, UTC
+    >>> from datetime import UTC
     >>> d = AlarmLevelDetector("G", {"bd1": 8.0, "bd2": 9.5, "bd3": 11.0})
-    >>> r = lambda v: Reading("G", "water_level", datetime(2026, 1, 1, tzinfo=UTC), 1, {"water_level_m": v})
+    >>> t = iter(range(1, 100))
+    >>> r = lambda v: Reading("G", "water_level", datetime(2026, 1, 1, 0, next(t), tzinfo=UTC), 1, {"water_level_m": v})
     >>> d.update(r(7.0)), [f.severity for f in d.update(r(9.6))], [f.severity for f in d.update(r(9.45))]
     ([], ['warning'], [])
     >>> [f.severity for f in d.update(r(7.8))]
@@ -50,6 +52,7 @@ class AlarmLevelDetector:
         self.metric = metric
         self.hysteresis_m = hysteresis_m
         self.band = 0
+        self.last_ts: datetime | None = None
 
     @property
     def ready(self) -> bool:
@@ -68,6 +71,9 @@ class AlarmLevelDetector:
         value = reading.metrics.get(self.metric)
         if value is None:
             return []
+        if self.last_ts is not None and reading.ts <= self.last_ts:
+            return []  # duplicate or late delivery: the band already reflects newer data
+        self.last_ts = reading.ts
         band = self._band_for(value)
         if band == self.band:
             return []
@@ -86,12 +92,18 @@ class AlarmLevelDetector:
         ]
 
     def to_state(self) -> dict[str, Any]:
-        return {"state_version": STATE_VERSION, "band": self.band}
+        return {
+            "state_version": STATE_VERSION,
+            "band": self.band,
+            "last_ts": self.last_ts.isoformat() if self.last_ts else None,
+        }
 
     def from_state(self, state: dict[str, Any]) -> None:
         if state.get("state_version") != STATE_VERSION:
             raise ValueError(f"unsupported AlarmLevelDetector state_version {state.get('state_version')!r}")
         self.band = int(state["band"])
+        self.last_ts = datetime.fromisoformat(state["last_ts"]) if state.get("last_ts") else None
 
     def reset(self) -> None:
         self.band = 0
+        self.last_ts = None

@@ -91,4 +91,4 @@ def connect(client: mqtt.Client, target: MqttTarget, props: mqtt.Properties | No
     )
     sock = client.socket()
     if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
         "ioc-bridge-1", pattern=r"^[A-Za-z0-9._-]{1,100}$", description="MQTT client id (persistent session)"
     )
     share_group: str = Field("ioc", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="MQTT shared-subscription group")
+    registry_refresh_s: float = Field(10.0, gt=0, description="how often bridge and worker reload the registry")
     retention_days: int = Field(365, ge=1, description="TimescaleDB retention of raw readings")
     compress_after_days: int = Field(7, ge=1, description="TimescaleDB compression age")
     broker_session_timeout_s: float = Field(10.0, gt=0, description="Kafka group session timeout")

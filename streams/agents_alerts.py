@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -37,7 +38,7 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
                 await stream.ack(event)
                 continue
             for f in findings:
-                changes = await db.run(lambda c, f=f: apply_finding(c, f), "apply finding")
+                changes = await db.run(partial(apply_finding, f=f), "apply finding")
                 for ch in changes:
                     log.info("alert %s %s: %s (%s)", ch.alert_id, ch.event, ch.message, ch.severity)
                     if not publisher:
@@ -45,7 +46,9 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
                         await asyncio.to_thread(pub.start)
                         publisher.append(pub)
                     ok = await asyncio.to_thread(publisher[0].publish, ch)
-                    await db.run(lambda c, ch=ch, ok=ok: record_notification(c, ch.alert_id, "mqtt", ok), "audit")
+                    await db.run(
+                        partial(record_notification, alert_id=ch.alert_id, channel="mqtt", ok=ok), "audit"
+                    )
                     await p.alerts.send(value=_enc.encode(ch), partition=event.message.partition)
             await stream.ack(event)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -38,7 +39,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         msg = event.message
         dl = DeadLetter(datetime.now(UTC), "kafka", reason, detail[:500], msg.topic, bytes(event.value or b""),
                         msg.partition, msg.offset)
-        await db.run(lambda c: write_deadletters(c, [dl]), "store poison record")
+        await db.run(partial(write_deadletters, items=[dl]), "store poison record")
         stats.add("poison")
         log.error("poison record %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, detail[:200])
 
@@ -52,7 +53,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
                 await stream.ack(event)
                 continue
             readings = envelope.readings
-            result = await db.run(lambda c: write_readings(c, readings), "write readings")
+            result = await db.run(partial(write_readings, readings=readings), "write readings")
             committed = datetime.now(UTC)
             stats.add("readings", len(readings))
             stats.add("rows_in", result.rows_in)
@@ -79,7 +80,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
                 await poison(event, "bad_deadletter_batch", str(e))
                 await stream.ack(event)
                 continue
-            new = await dl_db.run(lambda c: write_deadletters(c, items), "write dead letters")
+            new = await dl_db.run(partial(write_deadletters, items=items), "write dead letters")
             by_reason: dict[str, int] = defaultdict(int)
             for d in items:
                 by_reason[d.reason] += 1
@@ -91,9 +92,14 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     async def flush_metrics() -> None:
         rows = stats.rows()
         if rows:
-            await db.run(lambda c: write_stats(c, rows), "write pipeline metrics")
+            await db.run(partial(write_stats, rows=rows), "write pipeline metrics")
+
+    async def refresh_registry() -> None:
+        if bank:
+            bank[0].update_registry(await db.run(load_alarm_levels, "reload alarm levels"))
 
     p.app.agent(p.readings, name="sink")(sink)
+    p.app.timer(settings.registry_refresh_s, name="registry_refresh")(refresh_registry)
     p.app.agent(p.deadletter, name="deadletters")(deadletters)
     p.app.timer(settings.metrics_interval_s, name="sink_metrics")(flush_metrics)
 

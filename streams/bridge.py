@@ -123,7 +123,7 @@ class MqttLoop:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            self.on_message_cb(msg.topic, msg.payload, AckToken(self.generation, msg.mid))
+            self.on_message_cb(msg.topic, bytes(msg.payload), AckToken(self.generation, msg.mid))
         except Exception:  # a handler must never die on one payload
             log.exception("bridge handler failed for topic %.200s", msg.topic)
 
@@ -177,12 +177,14 @@ class Bridge:
         sensors: dict[str, SensorInfo],
         *,
         on_unknown_sensor: Callable[[str, str], None] | None = None,
+        reload_sensors: Callable[[], dict[str, SensorInfo]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         settings.require("mqtt_url", "kafka_url")
         self.settings = settings
         self.sensors = sensors
         self.on_unknown_sensor = on_unknown_sensor
+        self.reload_sensors = reload_sensors
         self.clock = clock
         self.topics = TopicNames(settings.topic_prefix)
         self.policy = ValidationPolicy(
@@ -279,6 +281,19 @@ class Bridge:
                 self._ready.put_nowait(batch)
             await self._flush_dead()
 
+    async def _registry_refresher(self) -> None:
+        """New sensors registered in the DB are accepted without restarting the bridge."""
+        if self.reload_sensors is None:
+            return
+        while True:
+            await asyncio.sleep(self.settings.registry_refresh_s)
+            try:
+                fresh = await asyncio.to_thread(self.reload_sensors)
+            except Exception as e:  # noqa: BLE001 - keep the old registry, try again later
+                log.warning("sensor registry refresh failed: %s", e)
+                continue
+            self.sensors.update(fresh)
+
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> BridgeStats:
         assert self.settings.kafka_url is not None
         self._loop = asyncio.get_running_loop()
@@ -292,7 +307,7 @@ class Bridge:
         )
         await self.producer.start()
         self.mqtt.start()
-        tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._ticker())]
+        tasks = [asyncio.create_task(c) for c in (self._sender(), self._ticker(), self._registry_refresher())]
         try:
             while not stop.is_set():
                 if self.mqtt.fatal:

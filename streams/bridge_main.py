@@ -10,6 +10,7 @@ from pathlib import Path
 from ioc.settings import Settings
 from ioc.storage.db import connect
 from ioc.storage.sensors_store import auto_register, load_sensor_infos
+from ioc.wire import SensorInfo
 from streams.bridge import Bridge, BridgeStats
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,15 @@ async def serve(
         with connect(url, autocommit=True) as c:
             auto_register(c, sensor_id, kind)
 
+    def reload() -> dict[str, SensorInfo]:
+        with connect(url, autocommit=True) as c:
+            return load_sensor_infos(c)
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    bridge = Bridge(settings, sensors, on_unknown_sensor=register)
+    bridge = Bridge(settings, sensors, on_unknown_sensor=register, reload_sensors=reload)
     ready = asyncio.Event()
 
     async def announce() -> None:

@@ -16,6 +16,13 @@ class DetectorBank:
         self.alarm_levels = alarm_levels
         self._live: dict[str, AlarmLevelDetector] = {}
 
+    def update_registry(self, alarm_levels: dict[str, dict[str, float | None]]) -> None:
+        """Adopt new or changed alarm levels; a changed gauge gets a fresh detector (state kept)."""
+        for sensor_id, levels in alarm_levels.items():
+            if self.alarm_levels.get(sensor_id) != levels:
+                self._live.pop(sensor_id, None)
+        self.alarm_levels = alarm_levels
+
     def _detector(self, sensor_id: str, table: MutableMapping[str, Any]) -> AlarmLevelDetector | None:
         det = self._live.get(sensor_id)
         if det is None:

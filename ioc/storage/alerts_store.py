@@ -16,8 +16,6 @@ from ioc.models import AlertChange, Finding
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
-_COLS = "alert_id, alert_key, state, severity, kind, sensor_id, rule, value, threshold, message"
-
 
 def _change(row: tuple, event: str, previous: str | None, at: datetime) -> AlertChange:  # type: ignore[type-arg]
     alert_id, key, state, severity, kind, sensor_id, rule, value, threshold, message = row
@@ -37,15 +35,15 @@ def apply_finding(conn: psycopg.Connection, f: Finding) -> list[AlertChange]:
     now = datetime.now(UTC)
     changes: list[AlertChange] = []
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(f"SELECT {_COLS} FROM alerts WHERE alert_key = %s AND state <> 'resolved' FOR UPDATE", (f.alert_key,))
+        cur.execute("SELECT alert_id, alert_key, state, severity, kind, sensor_id, rule, value, threshold, message FROM alerts WHERE alert_key = %s AND state <> 'resolved' FOR UPDATE", (f.alert_key,))
         active = cur.fetchone()
         if f.severity is None:
             if active is None:
                 return []
             cur.execute(
-                f"UPDATE alerts SET state = 'resolved', resolved_at = %s, updated_at = %s, value = %s"
-                f" WHERE alert_id = %s RETURNING {_COLS}",
-                (f.ts, now, f.value, active[0]),
+                "UPDATE alerts SET state = 'resolved', resolved_at = %s, updated_at = %s, value = %s,"
+                " detail = detail || %s WHERE alert_id = %s RETURNING alert_id, alert_key, state, severity, kind, sensor_id, rule, value, threshold, message",
+                (f.ts, now, f.value, Jsonb({"resolution": f.message}), active[0]),
             )
             row = cur.fetchone()
             _event(cur, active[0], "resolved", {"value": f.value, "ts": f.ts.isoformat()})
@@ -56,7 +54,7 @@ def apply_finding(conn: psycopg.Connection, f: Finding) -> list[AlertChange]:
                 "INSERT INTO alerts (alert_key, sensor_id, rule, kind, metric, severity, state, opened_at, updated_at,"
                 " value, threshold, predicted_crossing_at, lead_time_s, message, detail)"
                 " VALUES (%s, %s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s)"
-                f" ON CONFLICT (alert_key) WHERE state <> 'resolved' DO NOTHING RETURNING {_COLS}",
+                " ON CONFLICT (alert_key) WHERE state <> 'resolved' DO NOTHING RETURNING alert_id, alert_key, state, severity, kind, sensor_id, rule, value, threshold, message",
                 (
                     f.alert_key, f.sensor_id, f.rule, f.kind, f.metric, f.severity, f.ts, now, f.value,
                     f.threshold, f.predicted_crossing_at, f.lead_time_s, f.message, Jsonb(dict(f.detail)),
@@ -73,8 +71,8 @@ def apply_finding(conn: psycopg.Connection, f: Finding) -> list[AlertChange]:
             return []
         event = "escalated" if _RANK[f.severity] > _RANK[previous] else "deescalated"
         cur.execute(
-            f"UPDATE alerts SET severity = %s, updated_at = %s, value = %s, threshold = %s, message = %s"
-            f" WHERE alert_id = %s RETURNING {_COLS}",
+            "UPDATE alerts SET severity = %s, updated_at = %s, value = %s, threshold = %s, message = %s"
+            " WHERE alert_id = %s RETURNING alert_id, alert_key, state, severity, kind, sensor_id, rule, value, threshold, message",
             (f.severity, now, f.value, f.threshold, f.message, active[0]),
         )
         row = cur.fetchone()
@@ -87,8 +85,8 @@ def acknowledge(conn: psycopg.Connection, alert_id: int, by: str) -> AlertChange
     now = datetime.now(UTC)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
-            f"UPDATE alerts SET state = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s, updated_at = %s"
-            f" WHERE alert_id = %s AND state = 'open' RETURNING {_COLS}",
+            "UPDATE alerts SET state = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s, updated_at = %s"
+            " WHERE alert_id = %s AND state = 'open' RETURNING alert_id, alert_key, state, severity, kind, sensor_id, rule, value, threshold, message",
             (now, by, now, alert_id),
         )
         row = cur.fetchone()
@@ -108,5 +106,5 @@ def active_alerts(conn: psycopg.Connection) -> list[tuple]:  # type: ignore[type
 def record_notification(conn: psycopg.Connection, alert_id: int, channel: str, ok: bool, detail: str = "") -> None:
     conn.execute(
         "INSERT INTO alert_events (alert_id, event, detail) VALUES (%s, %s, %s)",
-        (alert_id, f"notified:{channel}" if ok else f"notify_failed:{channel}", Jsonb({"detail": detail[:500]})),
+        (alert_id, "notified:{channel}" if ok else "notify_failed:{channel}", Jsonb({"detail": detail[:500]})),
     )

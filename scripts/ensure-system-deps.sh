@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install the Debian packages the local stack runs (Mosquitto, PostgreSQL 15) when missing.
+# As root it installs them; otherwise it prints the exact command and fails.
+set -euo pipefail
+missing=()
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+[ -x /usr/bin/mosquitto_passwd ] || missing+=(mosquitto)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+if [ "$(id -u)" -eq 0 ]; then
+  echo "installing Debian packages: $pkgs"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+else
+  echo "missing Debian packages: $pkgs" >&2
+  echo "run: sudo apt-get install -y $pkgs" >&2
+  exit 1
+fi
