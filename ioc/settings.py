@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     bridge_id: str = Field(
         "ioc-bridge-1", pattern=r"^[A-Za-z0-9._-]{1,100}$", description="MQTT client id (persistent session)"
     )
+    mqtt_shared_subscription: bool = Field(
+        True,
+        description="bridge subscribes via $share/<group>/ so several bridges split the load; Mosquitto 2.0 does"
+        " not restore shared subscriptions after a broker restart, so a single bridge may set false",
+    )
     share_group: str = Field("ioc", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="MQTT shared-subscription group")
     registry_refresh_s: float = Field(10.0, gt=0, description="how often bridge and worker reload the registry")
     retention_days: int = Field(365, ge=1, description="TimescaleDB retention of raw readings")

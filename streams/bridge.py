@@ -31,6 +31,7 @@ from ioc.storage.deadletters import DeadLetter, encode_batch
 from ioc.wire import Reading, SensorInfo, ValidationPolicy, encode_envelope, validate
 from streams.envelope_batcher import Batch, EnvelopeBatcher
 from streams.kafka_admin import ensure_topics
+from streams.pipeline_stats import StageStats
 from streams.topics import TopicNames, bootstrap_servers, partition_for
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ class MqttLoop:
     def __init__(self, settings: Settings, on_message: Callable[[str, bytes, AckToken], None]) -> None:
         assert settings.mqtt_url is not None
         self.url = settings.mqtt_url
-        self.topic = f"$share/{settings.share_group}/{SUBSCRIPTION}"
+        self.topic = (
+            f"$share/{settings.share_group}/{SUBSCRIPTION}" if settings.mqtt_shared_subscription else SUBSCRIPTION
+        )
         self.client, self.target, props = make_client(
             settings.mqtt_url,
             client_id=settings.bridge_id,
@@ -178,6 +181,7 @@ class Bridge:
         *,
         on_unknown_sensor: Callable[[str, str], None] | None = None,
         reload_sensors: Callable[[], dict[str, SensorInfo]] | None = None,
+        write_metrics: Callable[[list[tuple[datetime, str, str, str, float]]], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         settings.require("mqtt_url", "kafka_url")
@@ -185,6 +189,8 @@ class Bridge:
         self.sensors = sensors
         self.on_unknown_sensor = on_unknown_sensor
         self.reload_sensors = reload_sensors
+        self.write_metrics = write_metrics
+        self.metrics = StageStats("bridge", worker=settings.bridge_id)
         self.clock = clock
         self.topics = TopicNames(settings.topic_prefix)
         self.policy = ValidationPolicy(
@@ -294,6 +300,24 @@ class Bridge:
                 continue
             self.sensors.update(fresh)
 
+    async def _metrics_writer(self) -> None:
+        """Counts, rates and rejects per reason to ``pipeline_metrics`` for the health dashboard."""
+        if self.write_metrics is None:
+            return
+        while True:
+            await asyncio.sleep(self.settings.metrics_interval_s)
+            st = self.stats
+            self.metrics.counters = {
+                "received": st.received, "valid": st.valid, "rejected": st.rejected,
+                "envelopes": st.envelopes, "acked": st.acked,
+                **{f"rejected_{k}": v for k, v in (st.by_reason or {}).items()},
+            }
+            self.metrics.counters["pending"] = self.batcher.pending  # gauge, not a counter
+            try:
+                await asyncio.to_thread(self.write_metrics, self.metrics.rows())
+            except Exception as e:  # noqa: BLE001 - metrics must never stop the bridge
+                log.warning("writing bridge metrics failed: %s", e)
+
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> BridgeStats:
         assert self.settings.kafka_url is not None
         self._loop = asyncio.get_running_loop()
@@ -307,7 +331,9 @@ class Bridge:
         )
         await self.producer.start()
         self.mqtt.start()
-        tasks = [asyncio.create_task(c) for c in (self._sender(), self._ticker(), self._registry_refresher())]
+        tasks = [asyncio.create_task(c) for c in (
+            self._sender(), self._ticker(), self._registry_refresher(), self._metrics_writer()
+        )]
         try:
             while not stop.is_set():
                 if self.mqtt.fatal:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import datetime
 from pathlib import Path
 
 from ioc.settings import Settings
@@ -12,6 +13,7 @@ from ioc.storage.db import connect
 from ioc.storage.sensors_store import auto_register, load_sensor_infos
 from ioc.wire import SensorInfo
 from streams.bridge import Bridge, BridgeStats
+from streams.pipeline_stats import write_stats
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +36,16 @@ async def serve(
         with connect(url, autocommit=True) as c:
             return load_sensor_infos(c)
 
+    def write_metrics(rows: list[tuple[datetime, str, str, str, float]]) -> None:
+        with connect(url, autocommit=True) as c:
+            write_stats(c, rows)
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    bridge = Bridge(settings, sensors, on_unknown_sensor=register, reload_sensors=reload)
+    bridge = Bridge(settings, sensors, on_unknown_sensor=register, reload_sensors=reload,
+                    write_metrics=write_metrics)
     ready = asyncio.Event()
 
     async def announce() -> None:

@@ -9,16 +9,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from ioc.stack.stack import StackState, down, up
 from ioc.storage.db import create_database
 from ioc.storage.migrate import migrate
-from ioc.wire import encode_payload
-from tests.support import Processes, publish, register_sensors, scalar, wait_for
+from tests.support import start_pipeline
 
 
 @pytest.fixture(scope="session")
@@ -69,35 +66,9 @@ def stack_env(stack: StackState, **overrides: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def pipeline(stack: StackState, pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """One worker and one bridge for the session, on their own database and topics, warmed up."""
-    tag = uuid.uuid4().hex[:8]
-    db = fresh_db(pg_url)
-    env = stack_env(
-        stack,
-        IOC_DATABASE_URL=db,
-        IOC_TOPIC_PREFIX=f"ioc-{tag}",
-        IOC_APP_ID=f"ioc-worker-{tag}",
-        IOC_BRIDGE_ID=f"bridge-{tag}",
-        IOC_SHARE_GROUP=f"g{tag}",
-        IOC_REGISTRY_REFRESH_S="1",
-        IOC_DATA_DIR=str(tmp_path_factory.mktemp("data")),
-    )
-    register_sensors(db, [("WARMUP_1", "rain", None)])
-    procs = Processes(env, Path(env["IOC_DATA_DIR"]) / "logs")
-    ready = Path(env["IOC_DATA_DIR"]) / "bridge.ready"
-    procs.start("worker", "worker")
-    procs.start("bridge", "bridge", "--ready-file", str(ready))
+    p = start_pipeline(stack.urls, fresh_db(pg_url), tmp_path_factory.mktemp("pipeline"))
     try:
-        wait_for(lambda: ready.exists() or not procs.alive("bridge"), 60, "bridge subscription")
-        assert procs.alive("bridge"), procs.log("bridge")
-        ts = datetime.now(UTC)
-        publish(env["IOC_MQTT_URL"], [("khanhhoa/v1/rain/WARMUP_1", encode_payload("WARMUP_1", ts, 1, {"rain_mm": 0.0}))])
-        wait_for(
-            lambda: scalar(db, "SELECT count(*) FROM readings WHERE sensor_id = 'WARMUP_1'") == 1
-            or not procs.alive("worker"),
-            150,
-            "the worker's first partition assignment (Tansu waits ~30 s)",
-        )
-        assert procs.alive("worker"), procs.log("worker")
-        yield env
+        p.warm_up()
+        yield p.env
     finally:
-        procs.stop_all()
+        p.procs.stop_all()

@@ -95,3 +95,150 @@ class Processes:
     def stop_all(self) -> None:
         for p in reversed(list(self.procs.values())):
             stop_pid(p.pid, timeout_s=20)
+
+
+@dataclass
+class Pipeline:
+    """Workers and bridges of one test pipeline: own database, topics, group and share group."""
+
+    env: dict[str, str]
+    db: str
+    procs: Processes
+    workers: int
+    bridges: int
+
+    def start_worker(self, i: int) -> None:
+        self.procs.start(f"worker{i}", "worker")
+
+    def start_bridge(self, i: int) -> None:
+        ready = self.logdir / f"bridge{i}.ready"
+        ready.unlink(missing_ok=True)
+        self.procs.start(f"bridge{i}", "bridge", "--ready-file", str(ready),
+                         extra_env={"IOC_BRIDGE_ID": f"{self.env['IOC_BRIDGE_ID']}-{i}"})
+        wait_for(lambda: ready.exists() or not self.procs.alive(f"bridge{i}"), 60, f"bridge{i} subscription")
+        assert self.procs.alive(f"bridge{i}"), self.procs.log(f"bridge{i}")
+
+    @property
+    def logdir(self) -> Path:
+        return self.procs.logdir
+
+    def warm_up(self, timeout_s: float = 150) -> None:
+        """One reading end to end proves assignment happened (Tansu's first one takes ~30 s)."""
+        from datetime import UTC, datetime
+
+        from ioc.wire import encode_payload
+
+        sid = f"WARMUP_{uuid.uuid4().hex[:6]}"
+        register_sensors(self.db, [(sid, "rain", None)])
+        time.sleep(1.5)
+        publish(self.env["IOC_MQTT_URL"], [(f"khanhhoa/v1/rain/{sid}", encode_payload(sid, datetime.now(UTC), 1, {"rain_mm": 0.0}))])
+        alive = lambda: all(self.procs.alive(n) for n in self.procs.procs)  # noqa: E731
+        wait_for(lambda: scalar(self.db, "SELECT count(*) FROM readings WHERE sensor_id = %s", (sid,)) == 1 or not alive(),
+                 timeout_s, "the first partition assignment")
+        assert alive(), "\n".join(f"--- {n}\n{self.procs.log(n)}" for n in self.procs.procs)
+
+
+def start_pipeline(urls: dict[str, str], db: str, workdir: Path, *, workers: int = 1, bridges: int = 1,
+                   **extra: str) -> Pipeline:
+    tag = uuid.uuid4().hex[:8]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env.update(urls)
+    env.update(
+        IOC_DATABASE_URL=db, IOC_TOPIC_PREFIX=f"ioc-{tag}", IOC_APP_ID=f"ioc-worker-{tag}",
+        IOC_BRIDGE_ID=f"bridge-{tag}", IOC_SHARE_GROUP=f"g{tag}", IOC_REGISTRY_REFRESH_S="1",
+        IOC_METRICS_INTERVAL_S="1", IOC_DATA_DIR=str(workdir),
+    )
+    env.update(extra)
+    p = Pipeline(env, db, Processes(env, workdir / "logs"), workers, bridges)
+    for i in range(workers):
+        p.start_worker(i)
+    for i in range(bridges):
+        p.start_bridge(i)
+    return p
+
+
+def reading_msgs(sensors: Sequence[str], per_sensor: int, kind: str = "water_level", metric: str = "water_level_m",
+                 step_s: int = 60, start: Any = None) -> list[tuple[str, bytes]]:
+    """Distinct, valid readings, interleaved across sensors, timestamps in the recent past."""
+    from datetime import UTC, datetime, timedelta
+
+    from ioc.wire import encode_payload
+
+    t0 = start or datetime.now(UTC) - timedelta(seconds=step_s * per_sensor + 3600)
+    return [
+        (f"khanhhoa/v1/{kind}/{s}", encode_payload(s, t0 + timedelta(seconds=step_s * k), k, {metric: 1.0 + (k % 97) / 10}))
+        for k in range(per_sensor)
+        for s in sensors
+    ]
+
+
+class SteadyPublisher:
+    """Publishes a list at a steady pace in a thread, surviving broker restarts.
+
+    A persistent session (clean_start=False) makes paho resend unacked QoS 1 messages after a
+    reconnect, so `acked` is what the broker really took responsibility for.
+    """
+
+    def __init__(self, mqtt_url: str, msgs: list[tuple[str, bytes]], duration_s: float) -> None:
+        import threading
+
+        self.msgs = msgs
+        self.duration_s = duration_s
+        self.client, self.target, self.props = make_client(
+            mqtt_url, client_id=f"steady-{uuid.uuid4().hex[:8]}", clean_start=False, session_expiry_s=3600,
+            max_inflight=1000,
+        )
+        self.client.reconnect_delay_set(0.2, 2)
+        self.infos: list[tuple[int, Any]] = []
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _publish(self, idx: int) -> bool:
+        topic, payload = self.msgs[idx]
+        info = self.client.publish(topic, payload, qos=1)
+        self.infos.append((idx, info))
+        return info.rc == 0
+
+    def _run(self) -> None:
+        chunk = 200
+        pause = self.duration_s / max(1, len(self.msgs) / chunk)
+        retry: list[int] = []
+        for i in range(0, len(self.msgs), chunk):
+            while not self.client.is_connected():  # store and forward: hold new data while the broker is away
+                time.sleep(0.05)
+            retry += [k for k in range(i, min(i + chunk, len(self.msgs))) if not self._publish(k)]
+            self.sent = i + chunk
+            time.sleep(pause)
+        while retry:
+            while not self.client.is_connected():
+                time.sleep(0.05)
+            retry = [k for k in retry if not self._publish(k)]
+
+    def start(self) -> SteadyPublisher:
+        connect(self.client, self.target, self.props)
+        self.client.loop_start()
+        self.thread.start()
+        return self
+
+    def wait_progress(self, fraction: float, timeout_s: float = 120) -> None:
+        wait_for(lambda: self.sent >= fraction * len(self.msgs), timeout_s, f"{fraction:.0%} published")
+
+    @staticmethod
+    def _acked(info: Any) -> bool:
+        try:
+            return bool(info.is_published())
+        except (RuntimeError, ValueError):  # not sent on that call; a retry carried it
+            return False
+
+    def finish(self, timeout_s: float = 180) -> int:
+        """Distinct messages the broker PUBACKed."""
+        self.thread.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            acked = {idx for idx, info in self.infos if self._acked(info)}
+            if len(acked) == len(self.msgs):
+                break
+            time.sleep(0.1)
+        self.client.loop_stop()
+        self.client.disconnect()
+        return len({idx for idx, info in self.infos if self._acked(info)})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from ioc.errors import ConfigError
 from ioc.settings import load_settings, mask_url
@@ -18,7 +19,7 @@ def test_settings_are_frozen_and_secrets_masked(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("IOC_DATABASE_URL", "postgresql://ioc:hunter2@db:5432/ioc")
     monkeypatch.setenv("IOC_GRAFANA_TOKEN", "glsa_secret")
     s = load_settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         s.kafka_partitions = 3  # type: ignore[misc]
     masked = s.masked()
     assert "hunter2" not in str(masked) and "glsa_secret" not in str(masked)

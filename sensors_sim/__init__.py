@@ -1,0 +1,1 @@
+"""The Khánh Hòa sensor world: registry, physical models, labelled scenarios, publish, record, replay."""

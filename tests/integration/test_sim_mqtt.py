@@ -1,0 +1,122 @@
+"""Publishing, recording and replay against a real Mosquitto (the session stack's ``mqtt_url``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sensors_sim.api import publish_scenario
+from sensors_sim.engine import simulate
+from sensors_sim.fileio import Message, Writer, encode_lines, read
+from sensors_sim.output import write_simulation
+from sensors_sim.recorder import Recorder
+from sensors_sim.replay import replay
+
+pytestmark = pytest.mark.integration
+
+
+def _collect(rec: Recorder, n: int, timeout: float = 60.0) -> list[Message]:
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got += rec.take()
+        time.sleep(0.02)
+    time.sleep(0.3)
+    return got + rec.take()
+
+
+def test_publish_demo_counts_acks_and_keeps_ts_behind_the_clock(mqtt_url: str, tmp_path: Path) -> None:
+    sim = simulate("demo")
+    rec = Recorder(mqtt_url)
+    rec.wait_subscribed()
+    try:
+        res = publish_scenario("demo", mqtt_url, fit_seconds=3.0, labels_out=tmp_path / "demo.labels.json")
+        got = _collect(rec, sim.n_messages)
+    finally:
+        rec.close()
+    bad = next(lab for lab in sim.labels if lab["kind"] == "malformed")["count"]
+    assert res.published == sim.n_messages == len(got)
+    assert res.malformed == bad and res.valid == res.published - bad
+    labels = json.loads((tmp_path / "demo.labels.json").read_text(encoding="utf-8"))
+    assert any(lab["kind"] == "flood" for lab in labels)
+    late = 0
+    for m in got:
+        try:
+            ts = datetime.fromisoformat(json.loads(m.payload)["ts"])
+        except (ValueError, KeyError, TypeError):
+            continue  # malformed on purpose
+        late += ts.timestamp() > m.t + 1.0
+    assert late == 0
+
+
+def test_replay_keeps_spacing_within_5_percent_at_x10(mqtt_url: str, tmp_path: Path) -> None:
+    gaps = np.tile([1.0, 2.0, 3.0, 1.5], 8)
+    t = 1_700_000_000.0 + np.concatenate([[0.0], np.cumsum(gaps)])
+    path = tmp_path / "spaced.jsonl.gz"
+    payloads = [json.dumps({"sensor_id": "TIMING_PROBE", "i": i}).encode() for i in range(len(t))]
+    with Writer(path) as w:
+        w.write(encode_lines(t.tolist(), ["khanhhoa/v1/rain/TIMING_PROBE"] * len(t), payloads, [True] * len(t)), len(t))
+    rec = Recorder(mqtt_url, "khanhhoa/v1/rain/TIMING_PROBE")
+    rec.wait_subscribed()
+    try:
+        # Warm the measuring subscriber's path first, so its first-delivery cost is not counted.
+        rec.client.publish("khanhhoa/v1/rain/TIMING_PROBE", b"warm-up", qos=1)
+        assert len(_collect(rec, 1, timeout=10)) == 1
+        replay(path, mqtt_url, speed=10.0)
+        got = _collect(rec, len(t))
+    finally:
+        rec.close()
+    assert len(got) == len(t)
+    arrived = np.diff([m.t for m in got])
+    expected = gaps / 10.0
+    assert np.all(np.abs(arrived - expected) <= 0.05 * expected), np.round(arrived / expected, 3)
+
+
+def test_record_then_replay_gives_the_same_readings(mqtt_url: str, tmp_path: Path) -> None:
+    sim = simulate("sensor_faults")
+    original = tmp_path / "sim.jsonl.gz"
+    write_simulation(sim, original)
+    sent = [(m.topic, m.payload) for m in read(original)]
+
+    def replay_and_record(src: Path, dst: Path) -> list[tuple[str, bytes]]:
+        rec = Recorder(mqtt_url)
+        rec.wait_subscribed()
+        try:
+            counts = replay(src, mqtt_url, speed=None)
+            got = _collect(rec, len(sent))
+        finally:
+            rec.close()
+        assert counts.published == len(sent)
+        with Writer(dst) as w:
+            w.write(encode_lines([m.t for m in got], [m.topic for m in got], [m.payload for m in got],
+                                 [b"\n" not in m.payload and _is_json(m.payload) for m in got]), len(got))
+        return [(m.topic, m.payload) for m in read(dst)]
+
+    first = replay_and_record(original, tmp_path / "rec1.jsonl.gz")
+    assert first == sent
+    second = replay_and_record(tmp_path / "rec1.jsonl.gz", tmp_path / "rec2.jsonl.gz")
+    assert second == sent
+
+
+def _is_json(b: bytes) -> bool:
+    try:
+        json.loads(b)
+    except ValueError:
+        return False
+    return True
+
+
+def test_recording_has_receive_times(mqtt_url: str) -> None:
+    rec = Recorder(mqtt_url, "khanhhoa/v1/noise/RECV_PROBE")
+    rec.wait_subscribed()
+    try:
+        rec.client.publish("khanhhoa/v1/noise/RECV_PROBE", b"{}", qos=1)
+        got = _collect(rec, 1, timeout=10)
+    finally:
+        rec.close()
+    assert len(got) == 1 and abs(got[0].t - datetime.now(UTC).timestamp()) < 10
