@@ -128,7 +128,7 @@ def worker() -> None:
 @cli.command()
 @option("--duration", type=click.FloatRange(5, 3600), default=60.0, show_default=True,
         help="Approximate wall seconds of publishing plus settling.")
-@option("--scenario", default="typhoon_damrey", show_default=True, help="Scenario to publish (see `ioc scenarios`).")
+@option("--scenario", default="demo", show_default=True, help="Scenario to publish (see `ioc scenarios`).")
 def demo(duration: float, scenario: str) -> None:
     """Stack up, migrate, run worker + bridge + simulator, show progress, print a summary."""
     from ioc.demo import run_demo

@@ -106,7 +106,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
                 try:
                     result.append(publish_scenario(
                         scenario, settings.mqtt_url or "", fit_seconds=max(5.0, duration_s * 0.6),
-                        progress=lambda n: published.__setitem__(0, n),
+                        progress=lambda n: published.__setitem__(0, published[0] + n),
                     ))
                 except BaseException as e:  # noqa: BLE001 - reported below
                     errors.append(e)

@@ -89,7 +89,20 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
             stats.add("deadletters_new", new)
             await stream.ack(event)
 
+    def consumer_lag() -> float | None:
+        """Readings not yet committed on this worker's partitions (highwater - committed offset)."""
+        consumer = p.app.consumer
+        try:
+            tps = [tp for tp in consumer.assignment() if tp.topic == p.topics.readings]
+            committed = consumer._committed_offset  # type: ignore[attr-defined]  # no public accessor
+            return float(sum(max(0, (consumer.highwater(tp) or 0) - (committed.get(tp) or 0)) for tp in tps))
+        except Exception:  # noqa: BLE001 - lag is best effort; never stop the metrics timer
+            return None
+
     async def flush_metrics() -> None:
+        lag = consumer_lag()
+        if lag is not None:
+            stats.gauges["consumer_lag_envelopes"] = lag
         rows = stats.rows()
         if rows:
             await db.run(partial(write_stats, rows=rows), "write pipeline metrics")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -95,6 +96,7 @@ class MqttLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt-loop", daemon=True)
         self._lock = threading.Lock()
+        self._acks: queue.SimpleQueue[AckToken] = queue.SimpleQueue()
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -131,11 +133,21 @@ class MqttLoop:
             log.exception("bridge handler failed for topic %.200s", msg.topic)
 
     def ack(self, token: AckToken) -> bool:
+        """Queue a PUBACK; the paho thread sends it (paho is not safe to drive from two threads)."""
         with self._lock:
             if token.generation != self.generation:
                 return False  # the broker will redeliver it; the sinks are idempotent
-        self.client.ack(token.mid, 1)
+        self._acks.put(token)
         return True
+
+    def _send_acks(self) -> None:
+        while True:
+            try:
+                token = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            if token.generation == self.generation:
+                self.client.ack(token.mid, 1)
 
     def start(self) -> None:
         self._thread.start()
@@ -159,7 +171,12 @@ class MqttLoop:
                 self._stop.wait(delay)
                 continue
             while not self._stop.is_set():
-                rc = self.client.loop(timeout=0.05)
+                try:
+                    self._send_acks()
+                    rc = self.client.loop(timeout=0.01)
+                except Exception:  # the loop must survive anything one packet does to paho
+                    log.exception("MQTT network loop failed; reconnecting")
+                    rc = mqtt.MQTT_ERR_UNKNOWN
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     break
                 if self.connected.is_set():

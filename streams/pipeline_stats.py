@@ -16,6 +16,7 @@ class StageStats:
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{__import__('os').getpid()}")
     counters: dict[str, float] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    gauges: dict[str, float] = field(default_factory=dict)
     _last_flush: float = field(default_factory=time.monotonic)
     _last_counters: dict[str, float] = field(default_factory=dict)
 
@@ -35,6 +36,8 @@ class StageStats:
         for name, total in sorted(self.counters.items()):
             out.append((ts, self.stage, self.worker, f"{name}_total", total))
             out.append((ts, self.stage, self.worker, f"{name}_per_s", (total - self._last_counters.get(name, 0)) / dt))
+        for name, value in sorted(self.gauges.items()):
+            out.append((ts, self.stage, self.worker, name, value))
         if self.latencies_ms:
             lat = sorted(self.latencies_ms)
             for q in (0.5, 0.99):

@@ -25,8 +25,12 @@ def publish(mqtt_url: str, messages: Iterable[tuple[str, bytes]], timeout_s: flo
     connect(client, target, props)
     client.loop_start()
     try:
-        infos = [client.publish(t, p, qos=1) for t, p in messages]
         deadline = time.monotonic() + timeout_s
+        infos = []
+        for k, (t, p) in enumerate(messages):
+            if k >= 20_000:  # window: paho message ids wrap at 65,535 unacked
+                infos[k - 20_000].wait_for_publish(max(0.1, deadline - time.monotonic()))
+            infos.append(client.publish(t, p, qos=1))
         for info in infos:
             info.wait_for_publish(max(0.1, deadline - time.monotonic()))
         return sum(1 for i in infos if i.is_published())

@@ -106,5 +106,5 @@ def active_alerts(conn: psycopg.Connection) -> list[tuple]:  # type: ignore[type
 def record_notification(conn: psycopg.Connection, alert_id: int, channel: str, ok: bool, detail: str = "") -> None:
     conn.execute(
         "INSERT INTO alert_events (alert_id, event, detail) VALUES (%s, %s, %s)",
-        (alert_id, "notified:{channel}" if ok else "notify_failed:{channel}", Jsonb({"detail": detail[:500]})),
+        (alert_id, ("notified:" if ok else "notify_failed:") + channel, Jsonb({"detail": detail[:500]})),
     )

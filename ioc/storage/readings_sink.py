@@ -38,14 +38,19 @@ WITH ins AS (
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM touched)
 """
 
+# LATERAL: one index range scan per touched bucket, whatever the planner's statistics say
+# (a plain join sorted all of `readings` per batch until ANALYZE ran: 10x slower on fresh tables).
 _ROLLUP = """
 INSERT INTO readings_1m AS r1 (bucket, sensor_id, metric, n, mean, min, max, last)
-SELECT t.bucket, t.sensor_id, t.metric, count(*), avg(r.value), min(r.value), max(r.value),
-       (array_agg(r.value ORDER BY r.ts DESC))[1]
+SELECT t.bucket, t.sensor_id, t.metric, a.n, a.mean, a.min, a.max, a.last
 FROM readings_touched t
-JOIN readings r ON r.sensor_id = t.sensor_id AND r.metric = t.metric
-               AND r.ts >= t.bucket AND r.ts < t.bucket + INTERVAL '1 minute'
-GROUP BY t.bucket, t.sensor_id, t.metric
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, avg(r.value) AS mean, min(r.value) AS min, max(r.value) AS max,
+           (array_agg(r.value ORDER BY r.ts DESC))[1] AS last
+    FROM readings r
+    WHERE r.sensor_id = t.sensor_id AND r.metric = t.metric
+      AND r.ts >= t.bucket AND r.ts < t.bucket + INTERVAL '1 minute'
+) a
 ON CONFLICT (sensor_id, metric, bucket) DO UPDATE
 SET n = EXCLUDED.n, mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max, last = EXCLUDED.last
 """

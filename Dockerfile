@@ -1,0 +1,12 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY ioc ioc
+COPY streams streams
+COPY detectors detectors
+COPY sensors_sim sensors_sim
+COPY dashboards dashboards
+RUN pip install --no-cache-dir . && useradd --system ioc
+USER ioc
+ENTRYPOINT []
+CMD ["ioc", "--help"]

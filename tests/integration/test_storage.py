@@ -1,0 +1,306 @@
+"""The storage layer against a real PostgreSQL (plain path): idempotent, late-data-correct, race-free.
+
+Every test gets a freshly migrated database of its own (``db_url``). No mocks: the point is
+what the real server does with our SQL, including concurrent connections.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from ioc.models import Finding
+from ioc.storage.alerts_store import apply_finding, record_notification
+from ioc.storage.deadletters import DeadLetter, write_deadletters
+from ioc.storage.migrate import migrate
+from ioc.storage.readings_sink import WriteResult, write_readings
+from ioc.wire import Reading
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+ROLLUP_COLUMNS = ("bucket", "sensor_id", "metric", "n", "mean", "min", "max", "last")
+
+# An independent statement of what readings_1m must hold: the raw rows grouped by minute.
+GROUP_BY_1M = """
+SELECT date_trunc('minute', ts) AS bucket, sensor_id, metric, count(*)::integer, avg(value), min(value),
+       max(value), (array_agg(value ORDER BY ts DESC))[1]
+FROM readings GROUP BY 1, 2, 3 ORDER BY 2, 3, 1
+"""
+ROLLUP_1M = "SELECT bucket, sensor_id, metric, n, mean, min, max, last FROM readings_1m ORDER BY 2, 3, 1"
+
+
+def _write(url: str, readings: Sequence[Reading]) -> WriteResult:
+    with psycopg.connect(url) as conn:
+        return write_readings(conn, readings)
+
+
+def _rows(url: str, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+
+def _assert_same_rows(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]], what: str) -> None:
+    """Row-by-row, column-by-column equality; floats within 1e-9 (summation order may differ)."""
+    assert len(got) == len(want), f"{what}: {len(got)} rows, expected {len(want)}"
+    for g, w in zip(got, want, strict=True):
+        for col, a, b in zip(ROLLUP_COLUMNS, g, w, strict=True):
+            if isinstance(a, float) or isinstance(b, float):
+                assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), f"{what}: {col} {a!r} != {b!r} in {g} vs {w}"
+            else:
+                assert a == b, f"{what}: {col} {a!r} != {b!r} in {g} vs {w}"
+
+
+def _weather(sensor: str, ts: datetime, seq: int, rng: random.Random) -> Reading:
+    return Reading(sensor, "weather", ts, seq, {
+        "temperature_c": round(rng.uniform(22, 34), 3),
+        "humidity_pct": round(rng.uniform(50, 100), 3),
+        "pressure_hpa": round(rng.uniform(995, 1015), 3),
+    })
+
+
+def _water(sensor: str, ts: datetime, seq: int, level: float) -> Reading:
+    return Reading(sensor, "water_level", ts, seq, {"water_level_m": level})
+
+
+# -- readings and readings_1m ---------------------------------------------------------------------------
+
+
+def test_the_same_batch_twice_gives_the_same_rows(db_url: str) -> None:
+    rng = random.Random(1)
+    batch = [_weather(f"W{s}", T0 + timedelta(seconds=15 * k), k, rng) for s in range(5) for k in range(40)]
+    first = _write(db_url, batch)
+    assert first == WriteResult(rows_in=600, rows_inserted=600, buckets_touched=5 * 3 * 10)
+    readings_before = _rows(db_url, "SELECT ts, sensor_id, metric, value FROM readings ORDER BY 2, 3, 1")
+    rollup_before = _rows(db_url, ROLLUP_1M)
+
+    second = _write(db_url, batch)
+    assert second.rows_in == 600
+    assert second.rows_inserted == 0
+    assert second.buckets_touched == 0
+    assert _rows(db_url, "SELECT ts, sensor_id, metric, value FROM readings ORDER BY 2, 3, 1") == readings_before
+    assert _rows(db_url, ROLLUP_1M) == rollup_before
+
+
+def test_duplicates_inside_one_batch_are_stored_once(db_url: str) -> None:
+    r = _water("G1", T0, 1, 2.5)
+    result = _write(db_url, [r, r, r])
+    assert (result.rows_in, result.rows_inserted) == (3, 1)
+    assert _rows(db_url, "SELECT n, mean, last FROM readings_1m") == [(1, 2.5, 2.5)]
+
+
+def test_late_data_corrects_its_bucket(db_url: str) -> None:
+    _write(db_url, [_water("G1", T0, 1, 1.0), _water("G1", T0 + timedelta(seconds=30), 2, 2.0)])
+    assert _rows(db_url, "SELECT n, mean, min, max, last FROM readings_1m") == [(2, 1.5, 1.0, 2.0, 2.0)]
+
+    # Late, but not the latest of its minute: n, mean, min and max change; last does not.
+    res = _write(db_url, [_water("G1", T0 + timedelta(seconds=10), 3, 9.0)])
+    assert (res.rows_inserted, res.buckets_touched) == (1, 1)
+    assert _rows(db_url, "SELECT n, mean, min, max, last FROM readings_1m") == [(3, 4.0, 1.0, 9.0, 2.0)]
+
+    # Late and the latest of its minute, in a batch that also carries a fresh reading of the next minute.
+    _write(db_url, [_water("G1", T0 + timedelta(seconds=70), 4, 5.0), _water("G1", T0 + timedelta(seconds=50), 5, 0.5)])
+    assert _rows(db_url, "SELECT bucket, n, mean, min, max, last FROM readings_1m ORDER BY bucket") == [
+        (T0, 4, 3.125, 0.5, 9.0, 0.5),
+        (T0 + timedelta(minutes=1), 1, 5.0, 5.0, 5.0, 5.0),
+    ]
+
+
+def test_readings_1m_equals_a_group_by_after_duplicates_and_out_of_order_batches(db_url: str) -> None:
+    rng = random.Random(20260301)
+    sensors = [f"AQ{i:02d}" for i in range(12)]
+    # Irregular spacing (3-25 s), so minutes hold different counts and some hold a single reading.
+    stream: list[Reading] = []
+    for s in sensors:
+        ts = T0 + timedelta(seconds=rng.uniform(0, 20))
+        for k in range(120):
+            ts += timedelta(seconds=rng.uniform(3, 25), microseconds=rng.randrange(1_000_000))
+            stream.append(Reading(s, "air", ts, k, {"pm25": rng.uniform(5, 300), "no2": rng.gauss(40, 15)}))
+    stream.sort(key=lambda r: r.ts)
+    # 5 % out of order: a reading held back and delivered 20-400 positions later (often another batch).
+    delivered = list(stream)
+    for i in sorted(rng.sample(range(len(stream)), len(stream) // 20), reverse=True):
+        r = delivered.pop(i)
+        delivered.insert(min(len(delivered), i + rng.randint(20, 400)), r)
+    # 5 % duplicates: redelivered copies, some in the same batch, some much later.
+    for r in rng.sample(stream, len(stream) // 20):
+        delivered.insert(rng.randrange(len(delivered) + 1), r)
+
+    inserted = 0
+    i = 0
+    while i < len(delivered):
+        size = rng.randint(1, 250)
+        inserted += _write(db_url, delivered[i : i + size]).rows_inserted
+        i += size
+
+    distinct_rows = sum(len(r.metrics) for r in stream)
+    assert inserted == distinct_rows
+    assert _rows(db_url, "SELECT count(*) FROM readings") == [(distinct_rows,)]
+    _assert_same_rows(_rows(db_url, ROLLUP_1M), _rows(db_url, GROUP_BY_1M), "readings_1m vs GROUP BY readings")
+
+    # And against the rows we sent, computed without SQL at all.
+    want: dict[tuple[datetime, str, str], list[tuple[datetime, float]]] = {}
+    for r in stream:
+        for m, v in r.metrics.items():
+            want.setdefault((r.ts.replace(second=0, microsecond=0), r.sensor_id, m), []).append((r.ts, v))
+    expected = []
+    for (bucket, sid, m), pts in want.items():
+        vals = [v for _, v in pts]
+        expected.append((bucket, sid, m, len(vals), math.fsum(vals) / len(vals), min(vals), max(vals), max(pts)[1]))
+    expected.sort(key=lambda t: (t[1], t[2], t[0]))
+    _assert_same_rows(_rows(db_url, ROLLUP_1M), expected, "readings_1m vs the readings sent")
+
+
+@pytest.mark.parametrize("view, width", [("readings_1h", "1 hour"), ("readings_1d", "1 day")])
+def test_hourly_and_daily_views_equal_a_group_by_over_readings(db_url: str, view: str, width: str) -> None:
+    rng = random.Random(7)
+    # Three days at 7-minute spacing, straddling midnight UTC and local midnight (UTC+7) alike.
+    start = datetime(2026, 2, 27, 20, 3, tzinfo=UTC)
+    batch = [_weather(f"WX{s}", start + timedelta(minutes=7 * k), k, rng) for s in range(3) for k in range(620)]
+    for i in range(0, len(batch), 500):
+        _write(db_url, batch[i : i + 500])
+    group_by = (
+        f"SELECT date_bin(INTERVAL '{width}', ts, TIMESTAMPTZ '2000-01-03 00:00:00+00'), sensor_id, metric,"
+        " count(*)::integer, avg(value), min(value), max(value), (array_agg(value ORDER BY ts DESC))[1]"
+        " FROM readings GROUP BY 1, 2, 3 ORDER BY 2, 3, 1"
+    )
+    got = _rows(db_url, f"SELECT bucket, sensor_id, metric, n, mean, min, max, last FROM {view} ORDER BY 2, 3, 1")
+    _assert_same_rows(got, _rows(db_url, group_by), f"{view} vs GROUP BY date_bin")
+    # Buckets are aligned to UTC hour/day boundaries and every reading is counted once.
+    assert _rows(db_url, f"SELECT sum(n) FROM {view}") == [(len(batch) * 3,)]
+    if view == "readings_1d":
+        assert {r[0] for r in got} == {datetime(2026, 2, d, tzinfo=UTC) for d in (27, 28)} | {
+            datetime(2026, 3, d, tzinfo=UTC) for d in (1, 2)
+        }
+
+
+# -- migrations ------------------------------------------------------------------------------------------
+
+
+def test_migrate_is_idempotent_and_records_its_versions(db_url: str) -> None:
+    again = migrate(db_url)  # db_url was already migrated once by the fixture
+    assert again.backend == "plain"
+    assert again.applied == []
+    assert _rows(db_url, "SELECT version, backend FROM schema_migrations ORDER BY version") == [
+        ("001", "any"),
+        ("002", "plain"),
+    ]
+    kinds = dict(_rows(db_url, "SELECT relname, relkind FROM pg_class WHERE relname LIKE %s", ("readings%",)))
+    assert kinds["readings"] == "r" and kinds["readings_1m"] == "r"
+    assert kinds["readings_1h"] == "v" and kinds["readings_1d"] == "v"
+
+
+# -- alerts ----------------------------------------------------------------------------------------------
+
+
+def _finding(sensor: str, severity: str | None = "warning") -> Finding:
+    return Finding(sensor, "flood_alarm_level", "flood", "water_level_m", T0, severity, 9.6, 9.5, "BĐ II")
+
+
+def _race(db_url: str, f: Finding, contenders: int = 2) -> list[list[Any]]:
+    """``apply_finding`` for the same finding from several connections released at the same moment."""
+    barrier = threading.Barrier(contenders)
+    results: list[list[Any]] = []
+    errors: list[BaseException] = []
+
+    def contender() -> None:
+        try:
+            with psycopg.connect(db_url) as conn:
+                barrier.wait(10)
+                results.append(apply_finding(conn, f))
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=contender) for _ in range(contenders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    return results
+
+
+def test_two_connections_racing_open_exactly_one_alert(db_url: str) -> None:
+    # Repeat the race: one lucky interleaving proves little.
+    for round_ in range(15):
+        f = _finding(f"GAUGE_{round_}")
+        results = _race(db_url, f)
+        assert sorted(len(r) for r in results) == [0, 1], results
+        assert _rows(db_url, "SELECT count(*), min(state) FROM alerts WHERE alert_key = %s", (f.alert_key,)) == [
+            (1, "open")
+        ]
+        assert _rows(
+            db_url,
+            "SELECT count(*) FROM alert_events e JOIN alerts a USING (alert_id) WHERE a.alert_key = %s"
+            " AND e.event = 'opened'",
+            (f.alert_key,),
+        ) == [(1,)]
+
+
+def test_alert_lifecycle_reopens_after_resolution(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        assert [c.event for c in apply_finding(conn, _finding("G9", "warning"))] == ["opened"]
+        assert apply_finding(conn, _finding("G9", "warning")) == []
+        assert [c.event for c in apply_finding(conn, _finding("G9", "critical"))] == ["escalated"]
+        assert [c.event for c in apply_finding(conn, _finding("G9", None))] == ["resolved"]
+        assert apply_finding(conn, _finding("G9", None)) == []
+        assert [c.event for c in apply_finding(conn, _finding("G9", "info"))] == ["opened"]
+    assert _rows(db_url, "SELECT state, severity FROM alerts ORDER BY alert_id") == [
+        ("resolved", "critical"),
+        ("open", "info"),
+    ]
+
+
+def test_notifications_are_recorded_with_their_channel(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (change,) = apply_finding(conn, _finding("G10"))
+        record_notification(conn, change.alert_id, "mqtt", True)
+        record_notification(conn, change.alert_id, "webhook", False, "HTTP 503")
+    assert _rows(db_url, "SELECT event FROM alert_events WHERE event <> 'opened' ORDER BY event_id") == [
+        ("notified:mqtt",),
+        ("notify_failed:webhook",),
+    ]
+
+
+# -- dead letters ----------------------------------------------------------------------------------------
+
+
+def _letters(n: int, received_at: datetime) -> list[DeadLetter]:
+    return [
+        DeadLetter(received_at, "mqtt", "bad_json", "truncated", f"khanhhoa/v1/rain/R{i}", b'{"sensor_id": "R' + bytes([48 + i]))
+        for i in range(n)
+    ]
+
+
+def test_write_deadletters_is_idempotent_by_content(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        assert write_deadletters(conn, _letters(5, T0)) == 5
+        # Redelivered: same topic and bytes, later receive time (the key ignores it), and a copy in one batch.
+        again = _letters(5, T0 + timedelta(minutes=3))
+        assert write_deadletters(conn, again + again[:2]) == 0
+        assert write_deadletters(conn, []) == 0
+        # Same bytes on another topic is another letter.
+        other = DeadLetter(T0, "mqtt", "bad_json", "truncated", "khanhhoa/v1/rain/OTHER", _letters(1, T0)[0].raw)
+        assert write_deadletters(conn, [other]) == 1
+    assert _rows(db_url, "SELECT count(*), count(DISTINCT dl_key) FROM deadletters") == [(6, 6)]
+    assert _rows(db_url, "SELECT min(received_at) FROM deadletters") == [(T0,)]
+
+
+def test_a_replayed_letter_that_fails_again_is_pending_again(db_url: str) -> None:
+    (letter,) = _letters(1, T0)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert write_deadletters(conn, [letter]) == 1
+        conn.execute("UPDATE deadletters SET replayed_at = now()")
+        failed_again = DeadLetter(T0, "mqtt", "unknown_sensor", "still unknown", letter.topic, letter.raw)
+        assert write_deadletters(conn, [failed_again]) == 1
+        assert write_deadletters(conn, [failed_again]) == 0
+    assert _rows(db_url, "SELECT count(*), bool_and(replayed_at IS NULL), min(reason) FROM deadletters") == [
+        (1, True, "unknown_sensor")
+    ]
