@@ -18,7 +18,7 @@ from ioc.logging_setup import setup_logging
 from ioc.settings import Settings, load_settings
 
 log = logging.getLogger("ioc")
-console = Console(stderr=False)
+console = Console(width=None if sys.stdout.isatty() else 160)  # pipes and logs get full rows
 option = functools.partial(click.option, show_envvar=True)
 
 

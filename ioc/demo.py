@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.live import Live
@@ -16,7 +13,7 @@ from rich.table import Table
 
 from ioc.errors import IocError, StackError
 from ioc.settings import load_settings
-from ioc.stack.process import log_tail, stop_pid
+from ioc.stack.children import ChildProcesses
 from ioc.stack.stack import running_stack
 from ioc.storage.db import connect
 from ioc.storage.migrate import migrate
@@ -42,32 +39,6 @@ def db_counts(url: str) -> Counts:
     return Counts(*[int(x) for x in row])
 
 
-@dataclass
-class ProcessSet:
-    """Child processes the demo started; stopped by pid, always."""
-
-    env: dict[str, str]
-    logdir: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, *args: str) -> None:
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        with open(self.logdir / f"{name}.log", "ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "ioc.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-
-    def check(self) -> None:
-        for name, p in self.procs.items():
-            if p.poll() is not None:
-                raise StackError(f"{name} exited with {p.returncode}:\n{log_tail(self.logdir / f'{name}.log')}")
-
-    def stop(self) -> None:
-        for p in reversed(list(self.procs.values())):
-            stop_pid(p.pid, timeout_s=20)
-
-
 def run_demo(duration_s: float, scenario: str, console: Console) -> int:
     from sensors_sim.api import publish_scenario
 
@@ -88,7 +59,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
                       f"{n_sensors} sensors registered")
         ready_file = settings.data_dir / "demo" / "bridge.ready"
         ready_file.unlink(missing_ok=True)
-        procs = ProcessSet(env, settings.data_dir / "demo")
+        procs = ChildProcesses(env, settings.data_dir / "demo")
         try:
             procs.start("worker", "worker")
             procs.start("bridge", "bridge", "--ready-file", str(ready_file))
@@ -136,7 +107,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
                             break
                     time.sleep(1.0)
         finally:
-            procs.stop()
+            procs.stop_all()
     pubres = result[0]
     total = pubres.published  # type: ignore[attr-defined]
     summary = Table(title=f"ioc demo · scenario {scenario} · {time.monotonic() - t0:.0f} s")

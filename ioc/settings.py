@@ -58,8 +58,6 @@ class Settings(BaseSettings):
         7 * 86400.0, gt=0, description="reject readings older than this (seconds)"
     )
     auto_register: bool = Field(False, description="accept readings from unknown sensors")
-    sink_max_rows: int = Field(20_000, ge=1, description="worker: max readings per DB transaction")
-    sink_max_latency_s: float = Field(0.5, gt=0, description="worker: max wait to fill a batch")
     worker_web_port: int | None = Field(None, description="Faust web port; None disables it")
     metrics_interval_s: float = Field(10.0, gt=0, description="pipeline_metrics write interval")
     topic_prefix: str = Field("ioc", pattern=r"^[A-Za-z0-9._-]{1,100}$", description="Kafka topic prefix")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ioc.mqtt_client import connect, make_client
-from ioc.stack.process import log_tail, stop_pid
+from ioc.stack.children import ChildProcesses
 
 
 def publish(mqtt_url: str, messages: Iterable[tuple[str, bytes]], timeout_s: float = 60.0) -> int:
@@ -68,46 +66,12 @@ def register_sensors(url: str, sensors: Iterable[tuple[str, str, dict[str, Any] 
 
 
 @dataclass
-class Processes:
-    """`ioc worker` / `ioc bridge` child processes of one test, stopped by pid."""
-
-    env: dict[str, str]
-    logdir: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        with open(self.logdir / f"{name}.log", "ab") as log:
-            p = subprocess.Popen(
-                [sys.executable, "-m", "ioc.cli", *args],
-                env={**self.env, **(extra_env or {})},
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        self.procs[name] = p
-        return p
-
-    def log(self, name: str) -> str:
-        return log_tail(self.logdir / f"{name}.log", 40)
-
-    def alive(self, name: str) -> bool:
-        return self.procs[name].poll() is None
-
-    def kill(self, name: str, sig: int) -> None:
-        os.killpg(self.procs[name].pid, sig)
-        self.procs[name].wait(30)
-
-    def stop_all(self) -> None:
-        for p in reversed(list(self.procs.values())):
-            stop_pid(p.pid, timeout_s=20)
-
-
-@dataclass
 class Pipeline:
     """Workers and bridges of one test pipeline: own database, topics, group and share group."""
 
     env: dict[str, str]
     db: str
-    procs: Processes
+    procs: ChildProcesses
     workers: int
     bridges: int
 
@@ -153,7 +117,7 @@ def start_pipeline(urls: dict[str, str], db: str, workdir: Path, *, workers: int
         IOC_METRICS_INTERVAL_S="1", IOC_DATA_DIR=str(workdir),
     )
     env.update(extra)
-    p = Pipeline(env, db, Processes(env, workdir / "logs"), workers, bridges)
+    p = Pipeline(env, db, ChildProcesses(env, workdir / "logs"), workers, bridges)
     for i in range(workers):
         p.start_worker(i)
     for i in range(bridges):

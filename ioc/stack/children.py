@@ -1,0 +1,52 @@
+"""`ioc` child processes (worker, bridge) started by the demo and the tests, stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ioc.errors import StackError
+from ioc.stack.process import log_tail, stop_pid
+
+
+@dataclass
+class ChildProcesses:
+    """Named ``python -m ioc.cli …`` children, each logging to ``<logdir>/<name>.log``."""
+
+    env: dict[str, str]
+    logdir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        with open(self.logdir / f"{name}.log", "ab") as log:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "ioc.cli", *args],
+                env={**self.env, **(extra_env or {})},
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        self.procs[name] = p
+        return p
+
+    def log(self, name: str, lines: int = 40) -> str:
+        return log_tail(self.logdir / f"{name}.log", lines)
+
+    def alive(self, name: str) -> bool:
+        return self.procs[name].poll() is None
+
+    def check(self) -> None:
+        """Raise with the log tail of the first child that exited."""
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                raise StackError(f"{name} exited with {p.returncode}:\n{self.log(name)}")
+
+    def kill(self, name: str, sig: int) -> None:
+        os.killpg(self.procs[name].pid, sig)
+        self.procs[name].wait(30)
+
+    def stop_all(self) -> None:
+        for p in reversed(list(self.procs.values())):
+            stop_pid(p.pid, timeout_s=20)
