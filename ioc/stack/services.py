@@ -208,6 +208,9 @@ def start_postgres(base: Path, timeout_s: float = 60.0) -> Service:
             "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
             "max_connections = 200\nshared_buffers = 256MB\nlog_min_messages = warning\n"
         )
+        if any(PG_BIN_DIR.parent.joinpath("lib").glob("timescaledb*.so")):
+            # TimescaleDB must be preloaded before `CREATE EXTENSION` works; used when installed.
+            conf.write("shared_preload_libraries = 'timescaledb'\ntimescaledb.telemetry_level = off\n")
     pg_log = root / "server.log"
     start = subprocess.run(
         _as_pg([str(PG_BIN_DIR / "pg_ctl"), "-D", str(data), "-l", str(pg_log), "-w", "-t", str(int(timeout_s)), "start"]),
