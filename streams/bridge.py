@@ -355,6 +355,9 @@ class Bridge:
             while not stop.is_set():
                 if self.mqtt.fatal:
                     raise CredentialsRefused(self.mqtt.fatal)
+                for t in tasks:  # a dead helper task would stall the bridge silently: fail loudly instead
+                    if t.done() and not t.cancelled() and t.exception() is not None:
+                        raise IocError(f"bridge task {t.get_name()} died") from t.exception()
                 if ready is not None and self.mqtt.subscribed.is_set():
                     ready.set()
                 try:
