@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Install the Debian packages the local stack runs (Mosquitto, PostgreSQL 15) when missing.
+# Install the Debian packages the local stack and tests use (Mosquitto, PostgreSQL 15, docker-compose v1
+# for `config` validation, openssl for TLS tests) when missing.
 # As root it installs them; otherwise it prints the exact command and fails.
 set -euo pipefail
 missing=()
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 [ -x /usr/bin/mosquitto_passwd ] || missing+=(mosquitto)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)  # validates docker-compose.yml without an engine
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
