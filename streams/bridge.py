@@ -235,23 +235,31 @@ class Bridge:
     def _lookup(self, sensor_id: str) -> SensorInfo | None:
         return self.sensors.get(sensor_id)
 
+    def _reject(self, topic: str, payload: bytes, token: AckToken, reason: str, detail: str) -> None:
+        self.stats.rejected += 1
+        self.stats.by_reason[reason] += 1  # type: ignore[index]
+        log.debug("rejected %s on %.200s: %s", reason, topic, detail)
+        self.dead.append((DeadLetter(self.clock(), "mqtt", reason, detail, topic, bytes(payload)), token))
+
     def handle(self, topic: str, payload: bytes, token: AckToken) -> None:
         """Validate one message and route it to its partition's envelope or to the dead letters."""
         self.stats.received += 1
         try:
             reading = validate(topic, payload, sensors=self._lookup, now=self.clock(), policy=self.policy)
         except PayloadRejected as e:
-            self.stats.rejected += 1
-            self.stats.by_reason[e.reason] += 1  # type: ignore[index]
-            log.debug("rejected %s on %.200s: %s", e.reason, topic, e.detail)
-            self.dead.append(
-                (DeadLetter(self.clock(), "mqtt", e.reason, e.detail, topic, bytes(payload)), token)
-            )
+            self._reject(topic, payload, token, e.reason, e.detail)
+            return
+        except Exception as e:  # a bug must not leave a message unacked forever
+            log.exception("validation crashed on topic %.200s", topic)
+            self._reject(topic, payload, token, "internal_error", repr(e)[:300])
             return
         if reading.sensor_id not in self.sensors:
             self.sensors[reading.sensor_id] = SensorInfo(reading.kind)
             if self.on_unknown_sensor is not None:
-                self.on_unknown_sensor(reading.sensor_id, reading.kind)
+                try:
+                    self.on_unknown_sensor(reading.sensor_id, reading.kind)
+                except Exception as e:  # noqa: BLE001 - the reading is kept; the registry row can follow
+                    log.warning("auto-registering sensor %s failed: %s", reading.sensor_id, e)
         self.stats.valid += 1
         part = partition_for(reading.sensor_id, self.settings.kafka_partitions)
         for batch in self.batcher.add(part, reading, token):
