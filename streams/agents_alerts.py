@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ioc.models import AlertChange
+from ioc.retry import Backoff
 from ioc.settings import Settings
 from ioc.storage.alerts_store import apply_finding, record_notification
 from streams.agents_sink import findings_of
@@ -21,6 +23,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _enc = msgspec.json.Encoder()
+
+
+async def publish_with_retry(pub: AlertPublisher, change: AlertChange, attempts: int = 6) -> bool:
+    """Emergency staff must get the message: retry with backoff (about a minute) before giving up."""
+    backoff = Backoff(base_s=1.0, cap_s=20.0)
+    for attempt in range(attempts):
+        try:
+            if await asyncio.to_thread(pub.publish, change):
+                return True
+        except Exception as e:  # noqa: BLE001 - a broker problem must not kill the alerts agent
+            log.warning("alert %s publish attempt %d failed: %s", change.alert_id, attempt + 1, e)
+        await asyncio.sleep(backoff.next())
+    log.error("alert %s could not be published to MQTT; recorded as notify_failed", change.alert_id)
+    return False
 
 
 def register_alert_agents(p: Pipeline, settings: Settings) -> None:
@@ -45,7 +61,7 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
                         pub = AlertPublisher(settings, f"{settings.app_id}-alerts-{uuid.uuid4().hex[:8]}")
                         await asyncio.to_thread(pub.start)
                         publisher.append(pub)
-                    ok = await asyncio.to_thread(publisher[0].publish, ch)
+                    ok = await publish_with_retry(publisher[0], ch)
                     await db.run(
                         partial(record_notification, alert_id=ch.alert_id, channel="mqtt", ok=ok), "audit"
                     )

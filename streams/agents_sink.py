@@ -63,7 +63,13 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
                 stats.latency((committed - r.ts).total_seconds() * 1000.0)
             if not bank:
                 bank.append(DetectorBank(await db.run(load_alarm_levels, "load alarm levels")))
-            findings = bank[0].process(readings, p.detector_state)
+            try:
+                findings = bank[0].process(readings, p.detector_state)
+            except Exception:  # the readings are stored; a detector bug must not stop storage
+                log.exception("detectors failed on %s[%s]@%s", event.message.topic, event.message.partition,
+                              event.message.offset)
+                stats.add("detector_errors")
+                findings = []
             if findings:
                 await p.findings.send(
                     value=_enc.encode(FindingBatch(1, findings)), partition=event.message.partition
