@@ -78,8 +78,10 @@ def _water_level(world: World, spec: SensorSpec, t: Array, rng: np.random.Genera
                 river.response(rains[s], dt, float(ex.get("uh_n", 3)), float(ex.get("uh_k_h", 3.0)))
                 for s in ev.storms
             ]
-            weights = river.peak_weights(responses, base, target.peaks_m)
-            stage = base + sum((w * r for w, r in zip(weights, responses, strict=True)), np.zeros_like(t))
+            exponent = float(ex.get("rating_exp", 1.0))
+            weights = river.peak_weights(responses, 0.0, river.discharge_targets(base, target.peaks_m, exponent))
+            discharge = sum((w * r for w, r in zip(weights, responses, strict=True)), np.zeros_like(t))
+            stage = base + river.rating(discharge, exponent)
     if ex.get("tidal"):
         stage = stage + 0.3 * tide.astronomical(t)
     stage = river.rate_limit(
@@ -100,6 +102,7 @@ def simulate_sensor(world: World, spec: SensorSpec, t: Array) -> dict[str, Array
             free_flow_kmh=float(ex["free_flow_kmh"]),
             capacity_vph=float(ex["capacity_vph"]),
             lanes=int(ex["lanes"]),
+            peak_vc=float(ex.get("peak_vc", traffic.DEFAULT_PEAK_VC)),
             beachfront=bool(ex.get("beachfront", False)),
             capacity_factor=world.capacity_factor(spec, t),
             demand_scale=world.scenario.demand_scale,

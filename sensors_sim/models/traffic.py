@@ -1,8 +1,18 @@
 """Road traffic: a motorbike-heavy diurnal demand and a speed-flow-occupancy relation.
 
 Demand peaks follow the local pattern in the domain notes (06:30-08:00, 11:00-11:45, 13:00-13:45,
-16:30-18:30, plus 18:00-22:00 on the Trần Phú beachfront). Speed follows the BPR volume-delay curve
-against the (possibly incident-reduced) capacity; occupancy comes from density against jam density.
+16:30-18:30, plus 18:00-22:00 on the Trần Phú beachfront). Each segment's weekday peak demand is
+``peak_vc`` times its capacity (registry ``extra``; a simulator assumption: about 0.9 on busy central
+Nha Trang streets, 0.55-0.8 on suburban roads and highways).
+
+Speed follows the BPR volume-delay curve ``v = v_free / (1 + α (q/c)^β)`` against the (possibly
+incident-reduced) capacity ``c``. The textbook α = 0.15 is a freeway calibration: speed at capacity
+is still 0.87 of free flow, so signalised city streets would barely slow in rush hours. Here
+α = 0.8, β = 4 (a simulator calibration): at q/c = 1 speed is 0.56 of free flow, at the typical
+central peak q/c ≈ 0.9 it is about 0.66 (the operator level "slow" is ≥ 0.5 and "free" ≥ 0.7), and
+it falls below 0.3 ("heavy" ends) only when demand exceeds capacity by ~30 %, which takes an
+incident. Ho Chi Minh City's centre averages 19-21 km/h all day (domain ``traffic``); Nha Trang is
+milder. Occupancy comes from density against jam density.
 """
 
 from __future__ import annotations
@@ -15,9 +25,11 @@ from sensors_sim.models.common import Array, is_weekend, local_hour, smooth_nois
 WEEKDAY_PEAKS = ((7.25, 0.45, 0.55), (11.4, 0.3, 0.3), (13.4, 0.3, 0.25), (17.5, 0.6, 0.6))
 #: Weekends: later, flatter mornings and a busier evening (assumption, domain pattern is unverified).
 WEEKEND_PEAKS = ((9.0, 1.2, 0.3), (17.8, 1.0, 0.45))
-BEACH_EVENING = (20.0, 1.3, 0.45)
-#: BPR curve parameters (alpha, beta): standard values, steep enough that closures collapse speed.
-BPR_ALPHA, BPR_BETA = 0.15, 4.0
+BEACH_EVENING = (20.0, 1.3, 0.55)
+#: BPR curve parameters (alpha, beta), calibrated for signalised urban streets (see the module notes).
+BPR_ALPHA, BPR_BETA = 0.8, 4.0
+#: Weekday peak demand over capacity when a segment does not set ``peak_vc`` (assumption).
+DEFAULT_PEAK_VC = 0.75
 #: Jam density per lane for a mixed stream that is 80-90 % motorbikes (veh/km/lane, assumption).
 JAM_DENSITY_PER_LANE = 220.0
 #: Floor speed in a stopped queue; detectors still report creeping traffic.
@@ -57,6 +69,7 @@ def simulate(
     free_flow_kmh: float,
     capacity_vph: float,
     lanes: int,
+    peak_vc: float = DEFAULT_PEAK_VC,
     beachfront: bool,
     capacity_factor: Array,
     demand_scale: float,
@@ -64,9 +77,17 @@ def simulate(
 ) -> tuple[Array, Array, Array]:
     """(speed_kmh, flow_vph, occupancy_pct) for one segment; flow is never negative.
 
-    ``capacity_factor`` (1 = normal) carries incidents and queue spill-back from downstream.
+    ``capacity_factor`` (1 = normal) carries incidents and queue spill-back from downstream;
+    ``peak_vc`` is the weekday peak demand as a share of the normal capacity.
+
+    >>> t = np.arange(0.0, 86400.0, 60.0) - 7 * 3600.0  # Thursday 1970-01-01, 00:00-24:00 local
+    >>> speed, flow, occ = simulate(t, free_flow_kmh=40.0, capacity_vph=2600.0, lanes=2, peak_vc=0.9,
+    ...     beachfront=False, capacity_factor=np.ones_like(t), demand_scale=1.0, rng=np.random.default_rng(1))
+    >>> night, rush = speed[2 * 60 : 4 * 60].mean() / 40.0, speed[17 * 60 : 18 * 60].mean() / 40.0
+    >>> bool(night > 0.9 and 0.5 < rush < 0.75)
+    True
     """
-    demand = capacity_vph * 0.92 * demand_scale * demand_profile(t, beachfront=beachfront)
+    demand = capacity_vph * peak_vc * demand_scale * demand_profile(t, beachfront=beachfront)
     demand = demand * np.exp(smooth_noise(rng, t, 0.08, 600.0))
     capacity = capacity_vph * np.clip(capacity_factor, 0.01, 1.5)
     x = demand / capacity
