@@ -19,6 +19,16 @@ from ioc.storage.db import connect
 from ioc.storage.migrate import migrate
 
 
+def recent_alerts(url: str, limit: int = 10) -> list[tuple[str, ...]]:
+    with connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT alert_id, peak_severity, severity, state, sensor_id, opened_at, message FROM alerts"
+            " ORDER BY alert_id LIMIT %s",
+            (limit,),
+        ).fetchall()
+    return [(str(r[0]), r[1], r[2], r[3], r[4], r[5].isoformat(timespec="minutes"), r[6]) for r in rows]
+
+
 @dataclass
 class Counts:
     stored: int = 0
@@ -76,7 +86,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
             def publish() -> None:
                 try:
                     result.append(publish_scenario(
-                        scenario, settings.mqtt_url or "", fit_seconds=max(5.0, duration_s * 0.6),
+                        scenario, settings.mqtt_url or "", fit_seconds=max(5.0, duration_s * 0.75),
                         progress=lambda n: published.__setitem__(0, published[0] + n),
                     ))
                 except BaseException as e:  # noqa: BLE001 - reported below
@@ -106,6 +116,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
                         if now > settle_deadline:
                             break
                     time.sleep(1.0)
+            alerts = recent_alerts(settings.database_url)
         finally:
             procs.stop_all()
     pubres = result[0]
@@ -120,6 +131,13 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
     summary.add_row("alerts raised", str(counts.alerts_total))
     summary.add_row("alerts still active", str(counts.open_alerts))
     console.print(summary)
+    if alerts:
+        at = Table(title="alerts (state at the end)")
+        for col in ("id", "peak", "now", "state", "sensor", "opened (event time)", "latest"):
+            at.add_column(col)
+        for a in alerts:
+            at.add_row(*a)
+        console.print(at)
     if total != counts.stored + counts.deadlettered:
         console.print(f"[red]MISMATCH[/]: published {total} != stored {counts.stored} + dead-lettered "
                       f"{counts.deadlettered}; logs in {settings.data_dir / 'demo'}")

@@ -51,12 +51,12 @@ def apply_finding(conn: psycopg.Connection, f: Finding) -> list[AlertChange]:
             return changes
         if active is None:
             cur.execute(
-                "INSERT INTO alerts (alert_key, sensor_id, rule, kind, metric, severity, state, opened_at, updated_at,"
-                " value, threshold, predicted_crossing_at, lead_time_s, message, detail)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s)"
+                "INSERT INTO alerts (alert_key, sensor_id, rule, kind, metric, severity, peak_severity, state, opened_at,"
+                " updated_at, value, threshold, predicted_crossing_at, lead_time_s, message, detail)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (alert_key) WHERE state <> 'resolved' DO NOTHING RETURNING alert_id, alert_key, state, severity, kind, sensor_id, rule, value, threshold, message",
                 (
-                    f.alert_key, f.sensor_id, f.rule, f.kind, f.metric, f.severity, f.ts, now, f.value,
+                    f.alert_key, f.sensor_id, f.rule, f.kind, f.metric, f.severity, f.severity, f.ts, now, f.value,
                     f.threshold, f.predicted_crossing_at, f.lead_time_s, f.message, Jsonb(dict(f.detail)),
                 ),
             )
@@ -71,9 +71,12 @@ def apply_finding(conn: psycopg.Connection, f: Finding) -> list[AlertChange]:
             return []
         event = "escalated" if _RANK[f.severity] > _RANK[previous] else "deescalated"
         cur.execute(
-            "UPDATE alerts SET severity = %s, updated_at = %s, value = %s, threshold = %s, message = %s"
+            "UPDATE alerts SET severity = %s, updated_at = %s, value = %s, threshold = %s, message = %s,"
+            " peak_severity = CASE WHEN array_position(%s::text[], %s) > array_position(%s::text[], peak_severity)"
+            " THEN %s ELSE peak_severity END"
             " WHERE alert_id = %s RETURNING alert_id, alert_key, state, severity, kind, sensor_id, rule, value, threshold, message",
-            (f.severity, now, f.value, f.threshold, f.message, active[0]),
+            (f.severity, now, f.value, f.threshold, f.message, list(SEVERITIES), f.severity, list(SEVERITIES),
+             f.severity, active[0]),
         )
         row = cur.fetchone()
         _event(cur, active[0], event, {"from": previous, "to": f.severity, "value": f.value})

@@ -191,6 +191,7 @@ def test_migrate_is_idempotent_and_records_its_versions(db_url: str) -> None:
     assert _rows(db_url, "SELECT version, backend FROM schema_migrations ORDER BY version") == [
         ("001", "any"),
         ("002", "plain"),
+        ("003", "any"),
     ]
     kinds = dict(_rows(db_url, "SELECT relname, relkind FROM pg_class WHERE relname LIKE %s", ("readings%",)))
     assert kinds["readings"] == "r" and kinds["readings_1m"] == "r"
@@ -304,3 +305,16 @@ def test_a_replayed_letter_that_fails_again_is_pending_again(db_url: str) -> Non
     assert _rows(db_url, "SELECT count(*), bool_and(replayed_at IS NULL), min(reason) FROM deadletters") == [
         (1, True, "unknown_sensor")
     ]
+
+
+def test_peak_severity_survives_de_escalation(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for sev in ("info", "warning", "critical", "warning", "info"):
+            apply_finding(conn, _finding("G_PEAK", sev))
+        assert conn.execute("SELECT severity, peak_severity, state FROM alerts WHERE sensor_id = 'G_PEAK'").fetchall() == [
+            ("info", "critical", "open")
+        ]
+        events = [r[0] for r in conn.execute(
+            "SELECT event FROM alert_events e JOIN alerts a USING (alert_id) WHERE a.sensor_id = 'G_PEAK' ORDER BY event_id"
+        )]
+        assert events == ["opened", "escalated", "escalated", "deescalated", "deescalated"]
