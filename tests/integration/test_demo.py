@@ -37,5 +37,8 @@ def test_demo_accounts_for_every_reading_and_leaves_nothing_behind(tmp_path: Pat
     assert summary["readings published (broker-acked)"] == (
         summary["readings stored (distinct sensor, ts)"] + summary["dead-lettered"])
     assert summary["alerts raised"] >= 1
+    # the demo's flash flood at Đồng Trăng passes BĐ III (11.0 m): its alert peaked at critical
+    dong_trang = [line for line in out.splitlines() if "HYD_DONG_TRANG" in line and line.count("│") >= 7]
+    assert dong_trang and dong_trang[0].split("│")[2].strip() == "critical", dong_trang
     assert seen and not any(pid_alive(p) for p in seen)
     assert not state.exists()
