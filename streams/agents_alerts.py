@@ -59,7 +59,7 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
                     log.info("alert %s %s: %s (%s)", ch.alert_id, ch.event, ch.message, ch.severity)
                     if not publisher:
                         pub = AlertPublisher(settings, f"{settings.app_id}-alerts-{uuid.uuid4().hex[:8]}")
-                        await asyncio.to_thread(pub.start)
+                        pub.start()
                         publisher.append(pub)
                     ok = await publish_with_retry(publisher[0], ch)
                     await db.run(

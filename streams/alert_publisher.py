@@ -12,7 +12,7 @@ import msgspec
 
 from ioc.domain import alert_topic
 from ioc.models import AlertChange
-from ioc.mqtt_client import connect, make_client
+from ioc.mqtt_client import make_client
 from ioc.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
@@ -32,19 +32,25 @@ class AlertPublisher:
         self.client.on_disconnect = lambda c, u, f, rc, p: self._connected.clear()
 
     def start(self) -> None:
-        connect(self.client, self.target, self.props)
+        """Connect in the background: a broker that is down now must not crash the alerts agent."""
+        t = self.target
+        self.client.connect_async(t.host, t.port, keepalive=30, properties=self.props)
         self.client.loop_start()
-        if not self._connected.wait(10):
-            raise TimeoutError(f"MQTT {mask_url(self.url)} did not accept the alert publisher")
 
     def stop(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
 
     def _publish(self, topic: str, payload: bytes, timeout_s: float = 10.0) -> bool:
+        if not self._connected.wait(timeout_s):
+            log.warning("MQTT %s not connected; alert on %s not sent yet", mask_url(self.url), topic)
+            return False
         info = self.client.publish(topic, payload, qos=1, retain=True)
-        info.wait_for_publish(timeout_s)
-        return info.is_published()
+        try:
+            info.wait_for_publish(timeout_s)
+            return info.is_published()
+        except (RuntimeError, ValueError):  # disconnected meanwhile; the caller retries
+            return False
 
     def publish(self, change: AlertChange) -> bool:
         """Blocking: returns True once the broker acked (QoS 1). Call from a worker thread."""
