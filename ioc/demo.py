@@ -15,7 +15,7 @@ from ioc.errors import IocError, StackError
 from ioc.settings import load_settings
 from ioc.stack.children import ChildProcesses
 from ioc.stack.stack import running_stack
-from ioc.storage.db import connect
+from ioc.storage.db import connect, create_database
 from ioc.storage.migrate import migrate
 
 
@@ -37,6 +37,16 @@ class Counts:
     open_alerts: int = 0
     alerts_total: int = 0
 
+    def __sub__(self, other: Counts) -> Counts:
+        """This run's share, when the demo shares a database with earlier runs."""
+        return Counts(self.stored - other.stored, self.rows - other.rows, self.deadlettered - other.deadlettered,
+                      self.open_alerts - other.open_alerts, self.alerts_total - other.alerts_total)
+
+
+def _has_schema(url: str) -> bool:
+    with connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT to_regclass('readings') IS NOT NULL").fetchone() == (True,)
+
 
 def db_counts(url: str) -> Counts:
     with connect(url, autocommit=True) as conn:
@@ -56,10 +66,19 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
     base = settings.data_dir / "stack"
     t0 = time.monotonic()
     with running_stack(base) as stack:
-        env = {**os.environ, **stack.urls}
-        os.environ.update(stack.urls)
+        run = f"{time.strftime('%Y%m%d%H%M%S')}{os.getpid()}"
+        urls = dict(stack.urls)
+        if "postgres" in stack.services:
+            # A database and topics of its own: a re-run on a running stack counts only itself.
+            urls["IOC_DATABASE_URL"] = create_database(urls["IOC_DATABASE_URL"], f"ioc_demo_{run}")
+        os.environ.update(urls)
+        # The bridge keeps its default id: a new id per run would leave the old persistent session
+        # in the shared subscription, and Mosquitto would keep routing half the messages to it.
+        os.environ.update(IOC_TOPIC_PREFIX=f"demo-{run}", IOC_APP_ID=f"demo-worker-{run}")
+        env = dict(os.environ)
         settings = load_settings()
         assert settings.database_url is not None and settings.mqtt_url is not None
+        before = db_counts(settings.database_url) if _has_schema(settings.database_url) else Counts()
         res = migrate(settings.database_url, retention_days=settings.retention_days,
                       compress_after_days=settings.compress_after_days)
         from ioc.seed import seed_registry
@@ -101,7 +120,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
             with Live(console=console, refresh_per_second=2, transient=False) as live:
                 while True:
                     procs.check()
-                    counts = db_counts(settings.database_url)
+                    counts = db_counts(settings.database_url) - before
                     now = time.monotonic()
                     rate = (counts.stored - last[1]) / max(now - last[0], 1e-6)
                     last = (now, counts.stored)

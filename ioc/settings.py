@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         description="bridge subscribes via $share/<group>/ so several bridges split the load; Mosquitto 2.0 does"
         " not restore shared subscriptions after a broker restart, so a single bridge may set false",
     )
+    bridge_retire_on_exit: bool = Field(
+        False,
+        description="bridge: on a clean stop, leave the subscription and end the MQTT session (scale-down);"
+        " by default the session survives so a restart loses nothing",
+    )
     share_group: str = Field("ioc", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="MQTT shared-subscription group")
     registry_refresh_s: float = Field(10.0, gt=0, description="how often bridge and worker reload the registry")
     retention_days: int = Field(365, ge=1, description="TimescaleDB retention of raw readings")

@@ -97,6 +97,8 @@ class MqttLoop:
         self._thread = threading.Thread(target=self._run, name="mqtt-loop", daemon=True)
         self._lock = threading.Lock()
         self._acks: queue.SimpleQueue[AckToken] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+        self._retire = False
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -152,13 +154,20 @@ class MqttLoop:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def unsubscribe(self) -> None:
+        """Leave the (shared) subscription so the broker stops routing messages to this session."""
+        self._calls.put(lambda: self.client.unsubscribe(self.topic))
+
+    def stop(self, retire: bool = False) -> None:
+        """Send pending acks and disconnect; ``retire`` also ends the persistent session.
+
+        Without ``retire`` the session outlives the process, so a restart resumes it and nothing
+        queued meanwhile is lost. A retired bridge (scale-down) must end it: otherwise the broker
+        keeps giving its share of a shared subscription to a session nobody will resume.
+        """
+        self._retire = retire
         self._stop.set()
-        self._thread.join(timeout=10)
-        try:
-            self.client.disconnect()
-        except Exception:  # noqa: BLE001 - best effort on shutdown
-            pass
+        self._thread.join(timeout=15)
 
     def _run(self) -> None:
         backoff = Backoff(base_s=0.2, cap_s=15.0)
@@ -173,6 +182,7 @@ class MqttLoop:
             while not self._stop.is_set():
                 try:
                     self._send_acks()
+                    self._run_calls()
                     rc = self.client.loop(timeout=0.01)
                 except Exception:  # the loop must survive anything one packet does to paho
                     log.exception("MQTT network loop failed; reconnecting")
@@ -181,11 +191,37 @@ class MqttLoop:
                     break
                 if self.connected.is_set():
                     backoff.reset()
+            if self._stop.is_set() and self.connected.is_set():
+                self._disconnect_cleanly()
             self.connected.clear()
             if not self._stop.is_set():
                 delay = backoff.next()
                 log.warning("MQTT connection lost; reconnecting in %.1f s", delay)
                 self._stop.wait(delay)
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            call()
+
+    def _disconnect_cleanly(self) -> None:
+        """From the paho thread: flush acks, then DISCONNECT (ending the session when retiring)."""
+        try:
+            self._send_acks()
+            self._run_calls()
+            props = None
+            if self._retire:
+                props = mqtt.Properties(PacketTypes.DISCONNECT)
+                props.SessionExpiryInterval = 0
+            self.client.disconnect(properties=props)
+            for _ in range(20):  # let the packets leave
+                if self.client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+        except Exception:
+            log.exception("MQTT disconnect failed")
 
 
 class Bridge:
@@ -373,6 +409,9 @@ class Bridge:
                 except TimeoutError:
                     pass
             # graceful: flush what we hold, then stop
+            if self.settings.bridge_retire_on_exit:
+                self.mqtt.unsubscribe()
+                await asyncio.sleep(0.5)  # messages already on the wire still arrive and are handled
             for batch in self.batcher.drain():
                 self._ready.put_nowait(batch)
             deadline = time.monotonic() + 10
@@ -381,6 +420,6 @@ class Bridge:
         finally:
             for t in tasks:
                 t.cancel()
-            self.mqtt.stop()
+            self.mqtt.stop(retire=self.settings.bridge_retire_on_exit and stop.is_set())
             await self.producer.stop()
         return self.stats

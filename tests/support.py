@@ -78,11 +78,11 @@ class Pipeline:
     def start_worker(self, i: int) -> None:
         self.procs.start(f"worker{i}", "worker")
 
-    def start_bridge(self, i: int) -> None:
+    def start_bridge(self, i: int, **extra_env: str) -> None:
         ready = self.logdir / f"bridge{i}.ready"
         ready.unlink(missing_ok=True)
         self.procs.start(f"bridge{i}", "bridge", "--ready-file", str(ready),
-                         extra_env={"IOC_BRIDGE_ID": f"{self.env['IOC_BRIDGE_ID']}-{i}"})
+                         extra_env={"IOC_BRIDGE_ID": f"{self.env['IOC_BRIDGE_ID']}-{i}", **extra_env})
         wait_for(lambda: ready.exists() or not self.procs.alive(f"bridge{i}"), 60, f"bridge{i} subscription")
         assert self.procs.alive(f"bridge{i}"), self.procs.log(f"bridge{i}")
 

@@ -189,3 +189,26 @@ def test_shared_subscription_is_not_restored_after_a_broker_restart(tmp_path: Pa
         assert results == {"exclusive": [b"after-restart-exclusive"], "shared": []}
     finally:
         stop_pid(svc.pid)
+
+
+def test_a_retired_bridge_leaves_the_shared_subscription(own_stack: StackState, tmp_path: Path) -> None:
+    """Scale-down: a bridge stopped with IOC_BRIDGE_RETIRE_ON_EXIT ends its session, so the broker
+    stops routing its share to it. Without that, about half of what follows would wait in the dead
+    session until it expired (and then be dropped)."""
+    db = fresh_db(own_stack.urls["IOC_DATABASE_URL"])
+    p = start_pipeline(own_stack.urls, db, tmp_path, workers=1, bridges=0)
+    try:
+        p.start_bridge(0, IOC_BRIDGE_RETIRE_ON_EXIT="true")
+        p.start_bridge(1)
+        p.warm_up()
+        stop_pid(p.procs.procs["bridge0"].pid)  # SIGTERM: a clean, retiring stop
+        assert p.procs.procs["bridge0"].returncode == 0 or p.procs.procs["bridge0"].poll() is not None
+        sensors, like = _sensors(20)
+        register_sensors(db, [(s, "water_level", None) for s in sensors])
+        time.sleep(2)
+        msgs = reading_msgs(sensors, 100)  # 2k readings
+        pub = SteadyPublisher(p.env["IOC_MQTT_URL"], msgs, duration_s=2).start()
+        assert pub.finish() == len(msgs)
+        _assert_exactly(p, like, len(msgs), timeout_s=60)
+    finally:
+        p.procs.stop_all()
