@@ -98,3 +98,22 @@ def test_ninh_hoa_nov_2025_crosses_bd3_on_time_and_stays_about_80h() -> None:
     peak_at = float(t[int(np.argmax(v))])
     assert abs(peak_at - datetime(2025, 11, 20, 14, tzinfo=ICT).timestamp()) <= 6 * 3600
     assert v.max() == pytest.approx(6.77, abs=0.05)
+
+
+def test_dong_trang_nov_2025_peaks_on_the_observed_days_and_hour() -> None:
+    """Domain ``flood_events`` 16-22/11/2025: 12.24 m on 17/11 (no hour known), 13.14 m on 20/11.
+
+    The hour of the second peak, 20/11 05:00, is ``observed_rates_nov_dec_2025.dong_trang.peak``.
+    """
+    sim = simulate("flood_2025_11")
+    s = sim.by_id("HYD_DONG_TRANG")
+    v, t = s.values["water_level_m"], s.t.astype(np.float64)
+    first_wave = t < datetime(2025, 11, 18, 12, tzinfo=ICT).timestamp()  # the trough between the waves
+    i1 = int(np.argmax(np.where(first_wave, v, -np.inf)))
+    i2 = int(np.argmax(np.where(first_wave, -np.inf, v)))
+    assert v[i1] == pytest.approx(12.24, abs=0.05)
+    assert datetime.fromtimestamp(float(t[i1]), ICT).date() == datetime(2025, 11, 17).date()
+    assert v[i2] == pytest.approx(13.14, abs=0.05)
+    real = datetime(2025, 11, 20, 5, tzinfo=ICT).timestamp()
+    assert abs(float(t[i2]) - real) <= 4 * 3600, (float(t[i2]) - real) / 3600
+    assert v[i1:i2].min() < 11.0  # two distinct waves: the stage falls below BĐ III in between
