@@ -1,0 +1,105 @@
+"""One conformance suite over every detector (STYLE 5): protocol, JSON state with a version,
+resume from state, determinism, reset, and no I/O. New detectors join by adding a case."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from detectors.alarm_levels import AlarmLevelDetector
+from detectors.base import Detector
+from ioc.models import Finding, Reading
+
+
+def _gauge_wave(n: int = 400) -> list[Reading]:
+    """A flood wave with noise, duplicates and one late reading: what the sink really delivers."""
+    t0 = datetime(2025, 11, 16, tzinfo=UTC)
+    out = []
+    for i in range(n):
+        level = 5.0 + 7.5 * math.exp(-(((i - 200) / 70) ** 2)) + 0.05 * math.sin(i * 1.7)
+        out.append(Reading("HYD_DONG_TRANG", "water_level", t0 + timedelta(minutes=5 * i), i, {"water_level_m": level}))
+    out.insert(150, out[149])  # duplicate delivery
+    out.insert(260, out[100])  # late, out of order
+    return out
+
+
+CASES: dict[str, tuple[Callable[[], Any], Callable[[], list[Reading]]]] = {
+    "alarm_levels": (lambda: AlarmLevelDetector("HYD_DONG_TRANG", {"bd1": 8.0, "bd2": 9.5, "bd3": 11.0}), _gauge_wave),
+}
+
+
+def _run(det: Any, readings: list[Reading]) -> list[tuple[int, Finding]]:
+    return [(i, f) for i, r in enumerate(readings) for f in det.update(r)]
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request: pytest.FixtureRequest) -> tuple[Callable[[], Any], list[Reading]]:
+    make, stream = CASES[request.param]
+    return make, stream()
+
+
+def test_follows_the_protocol(case: tuple[Callable[[], Any], list[Reading]]) -> None:
+    make, _ = case
+    det = make()
+    assert isinstance(det, Detector)
+    assert isinstance(det.ready, bool)
+
+
+def test_stream_produces_findings_at_all(case: tuple[Callable[[], Any], list[Reading]]) -> None:
+    make, stream = case
+    assert _run(make(), stream), "the case stream must exercise the detector"
+
+
+def test_state_is_versioned_json_and_resumes_exactly(case: tuple[Callable[[], Any], list[Reading]]) -> None:
+    make, stream = case
+    for cut in (1, len(stream) // 3, len(stream) // 2, len(stream) - 1):
+        whole = make()
+        expected = _run(whole, stream)
+        first = make()
+        before = _run(first, stream[:cut])
+        state = json.loads(json.dumps(first.to_state()))
+        assert "state_version" in state
+        resumed = make()
+        resumed.from_state(state)
+        after = [(i + cut, f) for i, f in _run(resumed, stream[cut:])]
+        assert before + after == expected, f"resume at {cut} differs"
+
+
+def test_deterministic(case: tuple[Callable[[], Any], list[Reading]]) -> None:
+    make, stream = case
+    assert _run(make(), stream) == _run(make(), stream)
+
+
+def test_reset_returns_to_the_initial_state(case: tuple[Callable[[], Any], list[Reading]]) -> None:
+    make, stream = case
+    det = make()
+    _run(det, stream)
+    det.reset()
+    assert det.to_state() == make().to_state()
+    assert _run(det, stream) == _run(make(), stream)
+
+
+def test_does_no_io(case: tuple[Callable[[], Any], list[Reading]], monkeypatch: pytest.MonkeyPatch) -> None:
+    make, stream = case
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("detectors must not do I/O")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr("builtins.open", refuse)
+    det = make()
+    _run(det, stream)
+    det.to_state()
+
+
+def test_findings_are_causal(case: tuple[Callable[[], Any], list[Reading]]) -> None:
+    """A finding never carries a timestamp later than the reading that produced it."""
+    make, stream = case
+    for i, f in _run(make(), stream):
+        assert f.ts <= stream[i].ts
