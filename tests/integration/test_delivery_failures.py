@@ -58,6 +58,15 @@ def _sensors(n: int) -> tuple[list[str], str]:
     return [f"F{tag}_{i:03d}" for i in range(n)], f"F{tag}_%"
 
 
+def _stream(p: Pipeline, n_sensors: int, per_sensor: int, duration_s: float) -> tuple[SteadyPublisher, int, str]:
+    """Register fresh sensors and start publishing their readings at a steady pace."""
+    sensors, like = _sensors(n_sensors)
+    register_sensors(p.db, [(s, "water_level", None) for s in sensors])
+    time.sleep(2)  # the bridge reloads its registry every second in tests
+    msgs = reading_msgs(sensors, per_sensor)
+    return SteadyPublisher(p.env["IOC_MQTT_URL"], msgs, duration_s=duration_s).start(), len(msgs), like
+
+
 def _count(p: Pipeline, like: str) -> int:
     return int(scalar(p.db, "SELECT count(*) FROM readings WHERE sensor_id LIKE %s", (like,)))
 
@@ -70,54 +79,42 @@ def _assert_exactly(p: Pipeline, like: str, n: int, timeout_s: float) -> None:
 
 
 def test_sigkill_of_the_worker_mid_stream_still_gives_exactly_once(fpipe: Pipeline) -> None:
-    sensors, like = _sensors(40)
-    register_sensors(fpipe.db, [(s, "water_level", None) for s in sensors])
-    time.sleep(2)
-    msgs = reading_msgs(sensors, 500)  # 20k readings
-    pub = SteadyPublisher(fpipe.env["IOC_MQTT_URL"], msgs, duration_s=12).start()
+    pub, n, like = _stream(fpipe, 40, 500, duration_s=12)  # 20k readings
     pub.wait_progress(0.35)
     wait_for(lambda: _count(fpipe, like) > 0, 60, "the worker storing part of the stream")
     fpipe.procs.kill("worker0", signal.SIGKILL)
     stored_at_kill = _count(fpipe, like)
     fpipe.start_worker(0)  # same group: resumes from the last committed offset
-    assert pub.finish() == len(msgs)
-    assert stored_at_kill < len(msgs)
-    _assert_exactly(fpipe, like, len(msgs), timeout_s=240)
+    assert pub.finish() == n
+    assert stored_at_kill < n
+    _assert_exactly(fpipe, like, n, timeout_s=240)
 
 
 def test_postgres_down_for_20s_mid_stream_recovers_exactly(fpipe: Pipeline, own_stack: StackState) -> None:
-    sensors, like = _sensors(40)
-    register_sensors(fpipe.db, [(s, "water_level", None) for s in sensors])
-    time.sleep(2)
-    msgs = reading_msgs(sensors, 400)  # 16k readings
-    pub = SteadyPublisher(fpipe.env["IOC_MQTT_URL"], msgs, duration_s=15).start()
+    pub, n, like = _stream(fpipe, 40, 400, duration_s=15)  # 16k readings
     pub.wait_progress(0.3)
     pg = own_stack.services["postgres"]
     pg_ctl(pg, "stop")
     try:
         time.sleep(20)
-        assert all(fpipe.procs.alive(n) for n in fpipe.procs.procs), "a process crashed during the outage"
+        assert all(fpipe.procs.alive(name) for name in fpipe.procs.procs), "a process crashed during the outage"
     finally:
         pg_ctl(pg, "start")
-    assert pub.finish() == len(msgs)
-    _assert_exactly(fpipe, like, len(msgs), timeout_s=180)
-    assert all(fpipe.procs.alive(n) for n in fpipe.procs.procs)
+    assert pub.finish() == n
+    _assert_exactly(fpipe, like, n, timeout_s=180)
+    assert all(fpipe.procs.alive(name) for name in fpipe.procs.procs)
 
 
 def test_mosquitto_restart_mid_stream_loses_no_qos1_reading(fpipe: Pipeline, own_stack: StackState) -> None:
-    sensors, like = _sensors(40)
-    register_sensors(fpipe.db, [(s, "water_level", None) for s in sensors])
-    time.sleep(2)
-    msgs = reading_msgs(sensors, 400)
-    pub = SteadyPublisher(fpipe.env["IOC_MQTT_URL"], msgs, duration_s=12).start()
+    pub, n, like = _stream(fpipe, 40, 400, duration_s=12)
     pub.wait_progress(0.4)
     old = own_stack.services["mosquitto"]
     stop_pid(old.pid)  # SIGTERM: Mosquitto writes its persistence file on the way out
     time.sleep(1)
     own_stack.services["mosquitto"] = restart_mosquitto(old)
     own_stack.save()
-    assert pub.finish() == len(msgs)
-    _assert_exactly(fpipe, like, len(msgs), timeout_s=180)
+    assert pub.finish() == n
+    _assert_exactly(fpipe, like, n, timeout_s=180)
 
 
 def test_two_bridges_and_two_workers_give_the_same_exact_result(
@@ -127,13 +124,9 @@ def test_two_bridges_and_two_workers_give_the_same_exact_result(
     p = start_pipeline(own_stack.urls, db, tmp_path, workers=2, bridges=2)
     try:
         p.warm_up()
-        sensors, like = _sensors(60)
-        register_sensors(db, [(s, "water_level", None) for s in sensors])
-        time.sleep(2)
-        msgs = reading_msgs(sensors, 300)  # 18k readings
-        pub = SteadyPublisher(p.env["IOC_MQTT_URL"], msgs, duration_s=8).start()
-        assert pub.finish() == len(msgs)
-        _assert_exactly(p, like, len(msgs), timeout_s=240)
+        pub, n, like = _stream(p, 60, 300, duration_s=8)  # 18k readings
+        assert pub.finish() == n
+        _assert_exactly(p, like, n, timeout_s=240)
         # both bridges took a share of the subscription
         time.sleep(2)
         per_bridge = dict(
@@ -203,12 +196,8 @@ def test_a_retired_bridge_leaves_the_shared_subscription(own_stack: StackState, 
         p.warm_up()
         stop_pid(p.procs.procs["bridge0"].pid)  # SIGTERM: a clean, retiring stop
         assert p.procs.procs["bridge0"].returncode == 0 or p.procs.procs["bridge0"].poll() is not None
-        sensors, like = _sensors(20)
-        register_sensors(db, [(s, "water_level", None) for s in sensors])
-        time.sleep(2)
-        msgs = reading_msgs(sensors, 100)  # 2k readings
-        pub = SteadyPublisher(p.env["IOC_MQTT_URL"], msgs, duration_s=2).start()
-        assert pub.finish() == len(msgs)
-        _assert_exactly(p, like, len(msgs), timeout_s=60)
+        pub, n, like = _stream(p, 20, 100, duration_s=2)  # 2k readings
+        assert pub.finish() == n
+        _assert_exactly(p, like, n, timeout_s=60)
     finally:
         p.procs.stop_all()
