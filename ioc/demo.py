@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ioc.errors import IocError, StackError
+from ioc.errors import StackError
 from ioc.settings import load_settings
 from ioc.stack.children import ChildProcesses
 from ioc.stack.stack import running_stack
@@ -172,5 +172,3 @@ def _progress_table(published: int, c: Counts, rate: float, elapsed: float) -> T
     t.add_row(str(published), str(c.stored), f"{rate:.0f}", str(c.rows), str(c.deadlettered), str(c.open_alerts))
     return t
 
-
-__all__ = ["IocError", "run_demo"]

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
@@ -61,10 +61,7 @@ class BridgeStats:
     rejected: int = 0
     envelopes: int = 0
     acked: int = 0
-    by_reason: Counter[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.by_reason = Counter()
+    by_reason: Counter[str] = field(default_factory=Counter)
 
 
 class MqttLoop:
@@ -96,7 +93,6 @@ class MqttLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt-loop", daemon=True)
         self._lock = threading.Lock()
-        self._acks: queue.SimpleQueue[AckToken] = queue.SimpleQueue()
         self._calls: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self._retire = False
         self.client.on_connect = self._on_connect
@@ -139,17 +135,12 @@ class MqttLoop:
         with self._lock:
             if token.generation != self.generation:
                 return False  # the broker will redeliver it; the sinks are idempotent
-        self._acks.put(token)
+        self._calls.put(lambda: self._ack_now(token))
         return True
 
-    def _send_acks(self) -> None:
-        while True:
-            try:
-                token = self._acks.get_nowait()
-            except queue.Empty:
-                return
-            if token.generation == self.generation:
-                self.client.ack(token.mid, 1)
+    def _ack_now(self, token: AckToken) -> None:
+        if token.generation == self.generation:  # re-checked: a reconnect may have happened since
+            self.client.ack(token.mid, 1)
 
     def start(self) -> None:
         self._thread.start()
@@ -181,7 +172,6 @@ class MqttLoop:
                 continue
             while not self._stop.is_set():
                 try:
-                    self._send_acks()
                     self._run_calls()
                     rc = self.client.loop(timeout=0.01)
                 except Exception:  # the loop must survive anything one packet does to paho
@@ -210,7 +200,6 @@ class MqttLoop:
     def _disconnect_cleanly(self) -> None:
         """From the paho thread: flush acks, then DISCONNECT (ending the session when retiring)."""
         try:
-            self._send_acks()
             self._run_calls()
             props = None
             if self._retire:
@@ -261,7 +250,6 @@ class Bridge:
         self.producer: AIOKafkaProducer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Queue[Batch[Reading, AckToken]] = asyncio.Queue()
-        self._partition_locks: dict[int, asyncio.Lock] = {}
 
     # -- MQTT thread -> asyncio loop
     def _from_thread(self, topic: str, payload: bytes, token: AckToken) -> None:
@@ -273,7 +261,7 @@ class Bridge:
 
     def _reject(self, topic: str, payload: bytes, token: AckToken, reason: str, detail: str) -> None:
         self.stats.rejected += 1
-        self.stats.by_reason[reason] += 1  # type: ignore[index]
+        self.stats.by_reason[reason] += 1
         log.debug("rejected %s on %.200s: %s", reason, topic, detail)
         self.dead.append((DeadLetter(self.clock(), "mqtt", reason, detail, topic, bytes(payload)), token))
 
@@ -316,10 +304,9 @@ class Bridge:
                 await asyncio.sleep(delay)
 
     async def _flush_batch(self, batch: Batch[Reading, AckToken]) -> None:
-        lock = self._partition_locks.setdefault(batch.partition, asyncio.Lock())
-        async with lock:  # one envelope in flight per partition keeps each sensor in order
-            await self._send(self.topics.readings, encode_envelope(batch.items), batch.partition,
-                             f"envelope of {len(batch.items)} to partition {batch.partition}")
+        # Called only by the single sender task: one envelope in flight keeps each sensor in order.
+        await self._send(self.topics.readings, encode_envelope(batch.items), batch.partition,
+                         f"envelope of {len(batch.items)} to partition {batch.partition}")
         self.stats.envelopes += 1
         for t in batch.acks:
             if self.mqtt.ack(t):
@@ -371,7 +358,7 @@ class Bridge:
             self.metrics.counters = {
                 "received": st.received, "valid": st.valid, "rejected": st.rejected,
                 "envelopes": st.envelopes, "acked": st.acked,
-                **{f"rejected_{k}": v for k, v in (st.by_reason or {}).items()},
+                **{f"rejected_{k}": v for k, v in st.by_reason.items()},
             }
             self.metrics.counters["pending"] = self.batcher.pending  # gauge, not a counter
             try:

@@ -60,5 +60,5 @@ async def serve(
     finally:
         announcer.cancel()
     log.info("bridge stopped: received=%d valid=%d rejected=%d acked=%d envelopes=%d reasons=%s",
-             stats.received, stats.valid, stats.rejected, stats.acked, stats.envelopes, dict(stats.by_reason or {}))
+             stats.received, stats.valid, stats.rejected, stats.acked, stats.envelopes, dict(stats.by_reason))
     return stats

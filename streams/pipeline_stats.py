@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import psycopg
 @dataclass
 class StageStats:
     stage: str
-    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{__import__('os').getpid()}")
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     counters: dict[str, float] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     gauges: dict[str, float] = field(default_factory=dict)

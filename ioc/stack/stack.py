@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ioc.errors import StackError
 from ioc.stack.process import pid_alive, stop_pid
 from ioc.stack.services import (
     Service,
@@ -143,9 +142,3 @@ def running_stack(base: Path, environ: Mapping[str, str] | None = None) -> Itera
     finally:
         down(base)
 
-
-def require_running(base: Path) -> StackState:
-    state = StackState.load(base)
-    if state is None:
-        raise StackError(f"no stack in {base}; run `ioc stack up`")
-    return state

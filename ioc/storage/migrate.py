@@ -101,7 +101,3 @@ def migrate(url: str, *, retention_days: int = 365, compress_after_days: int = 7
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
 
-
-def backend_of(conn: psycopg.Connection) -> str:
-    row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
-    return "timescale" if row else "plain"

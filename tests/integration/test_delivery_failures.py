@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from ioc.stack.process import stop_pid
@@ -129,12 +130,11 @@ def test_two_bridges_and_two_workers_give_the_same_exact_result(
         _assert_exactly(p, like, n, timeout_s=240)
         # both bridges took a share of the subscription
         time.sleep(2)
-        per_bridge = dict(
-            (w, v) for w, v in __import__("psycopg").connect(db).execute(
+        with psycopg.connect(db) as conn:
+            per_bridge = dict(conn.execute(
                 "SELECT worker, max(value) FROM pipeline_metrics WHERE stage = 'bridge' AND metric = 'valid_total'"
                 " GROUP BY worker"
-            ).fetchall()
-        )
+            ).fetchall())
         assert len(per_bridge) == 2 and all(v > 0 for v in per_bridge.values()), per_bridge
     finally:
         p.procs.stop_all()
