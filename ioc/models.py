@@ -18,21 +18,29 @@ class Finding(msgspec.Struct, frozen=True):
     """
 
     sensor_id: str
-    rule: str
+    rule: str  # the detector's name; one alert key per sensor and rule
     kind: str  # alert kind: flood, rain, air, noise, traffic, health
     metric: str
     ts: datetime
     severity: str | None
     value: float
     threshold: float | None = None
-    message: str = ""
+    message: str = ""  # Vietnamese, for emergency staff
     predicted_crossing_at: datetime | None = None
     lead_time_s: float | None = None
     detail: dict[str, object] = {}
+    family: str = "warning"  # health, anomaly or warning (hazard)
+    score: float = 1.0  # in [0, 1]: how sure / how far past the threshold
+    message_en: str = ""
+    crossing_uncertainty_s: float | None = None  # +/- on predicted_crossing_at
 
     @property
     def alert_key(self) -> str:
         return f"{self.sensor_id}:{self.rule}"
+
+    @property
+    def detector(self) -> str:
+        return self.rule
 
 
 class FindingBatch(msgspec.Struct):

@@ -3,11 +3,13 @@ resume from state, determinism, reset, and no I/O. New detectors join by adding 
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +34,13 @@ def _gauge_wave(n: int = 400) -> list[Reading]:
 CASES: dict[str, tuple[Callable[[], Any], Callable[[], list[Reading]]]] = {
     "alarm_levels": (lambda: AlarmLevelDetector("HYD_DONG_TRANG", {"bd1": 8.0, "bd2": 9.5, "bd3": 11.0}), _gauge_wave),
 }
+# Each family of detectors adds its cases in a module of its own: tests/unit/detector_cases_*.py,
+# each defining ``CASES`` in the same shape. Every detector then runs this one suite.
+for _path in sorted(Path(__file__).parent.glob("detector_cases_*.py")):
+    _mod = importlib.import_module(f"tests.unit.{_path.stem}")
+    _dupes = set(CASES) & set(_mod.CASES)
+    assert not _dupes, f"{_path.name} redefines conformance cases {_dupes}"
+    CASES.update(_mod.CASES)
 
 
 def _run(det: Any, readings: list[Reading]) -> list[tuple[int, Finding]]:
