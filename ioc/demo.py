@@ -80,7 +80,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
         assert settings.database_url is not None and settings.mqtt_url is not None
         before = db_counts(settings.database_url) if _has_schema(settings.database_url) else Counts()
         res = migrate(settings.database_url, retention_days=settings.retention_days,
-                      compress_after_days=settings.compress_after_days)
+                      compress_after_days=settings.compress_after_days, require_timescale=settings.require_timescale)
         from ioc.seed import seed_registry
 
         n_sensors = seed_registry(settings.database_url)

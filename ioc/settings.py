@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     registry_refresh_s: float = Field(10.0, gt=0, description="how often bridge and worker reload the registry")
     retention_days: int = Field(365, ge=1, description="TimescaleDB retention of raw readings")
     compress_after_days: int = Field(7, ge=1, description="TimescaleDB compression age")
+    require_timescale: bool = Field(
+        False, description="`ioc db migrate` stops unless TimescaleDB is installed and preloaded"
+    )
     consumer_fetch_max_wait_ms: int = Field(
         100, ge=1, le=10_000, description="worker: longest a Kafka fetch may wait for data (latency vs idle polling)"
     )

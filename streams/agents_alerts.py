@@ -13,10 +13,13 @@ import msgspec
 from ioc.models import AlertChange
 from ioc.retry import Backoff
 from ioc.settings import Settings
-from ioc.storage.alerts_store import apply_finding, record_notification
-from streams.agents_sink import findings_of
+from ioc.storage.alerts_store import apply_findings, record_notification
+from ioc.storage.offset_ledger import ClaimResult, Position
+from streams.agents_sink import findings_of, store_poison
 from streams.alert_publisher import AlertPublisher
 from streams.db_worker import DbWorker
+from streams.offset_guard import OffsetGuard
+from streams.pipeline_stats import StageStats, write_stats
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -43,29 +46,39 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
     assert settings.database_url is not None
     db = DbWorker(settings.database_url, "alerts")
     publisher: list[AlertPublisher] = []
+    stats = StageStats("alerts")
+    assert settings.kafka_url is not None
+    guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, stats)
+
+    async def apply_batch(value: bytes, at: Position, jump: bool) -> ClaimResult:
+        try:
+            findings = findings_of(value)
+        except (msgspec.DecodeError, TypeError) as e:
+            return await store_poison(db, stats, p.topics.findings, value, at, jump, "bad_findings_batch", str(e))
+        claimed, changes = await db.run(partial(apply_findings, findings=findings, at=at, allow_jump=jump),
+                                        "apply findings")
+        assert claimed is not None
+        for ch in changes:
+            log.info("alert %s %s: %s (%s)", ch.alert_id, ch.event, ch.message, ch.severity)
+            if not publisher:
+                pub = AlertPublisher(settings, f"{settings.app_id}-alerts-{uuid.uuid4().hex[:8]}")
+                pub.start()
+                publisher.append(pub)
+            ok = await publish_with_retry(publisher[0], ch)
+            await db.run(partial(record_notification, alert_id=ch.alert_id, channel="mqtt", ok=ok), "audit")
+            await p.alerts.send(value=_enc.encode(ch), partition=at.partition)
+        return claimed
 
     async def alerts(stream: Any) -> None:
         stream.enable_acks = False
         async for event in stream.events():
-            try:
-                findings = findings_of(event.value)
-            except (msgspec.DecodeError, TypeError) as e:
-                log.error("undecodable findings batch at offset %s: %s", event.message.offset, e)
-                await stream.ack(event)
-                continue
-            for f in findings:
-                changes = await db.run(partial(apply_finding, f=f), "apply finding")
-                for ch in changes:
-                    log.info("alert %s %s: %s (%s)", ch.alert_id, ch.event, ch.message, ch.severity)
-                    if not publisher:
-                        pub = AlertPublisher(settings, f"{settings.app_id}-alerts-{uuid.uuid4().hex[:8]}")
-                        pub.start()
-                        publisher.append(pub)
-                    ok = await publish_with_retry(publisher[0], ch)
-                    await db.run(
-                        partial(record_notification, alert_id=ch.alert_id, channel="mqtt", ok=ok), "audit"
-                    )
-                    await p.alerts.send(value=_enc.encode(ch), partition=event.message.partition)
+            await guard.apply_in_order(event, apply_batch)
             await stream.ack(event)
 
+    async def flush_metrics() -> None:
+        rows = stats.rows()
+        if rows:
+            await db.run(partial(write_stats, rows=rows), "write alert metrics")
+
     p.app.agent(p.findings, name="alerts")(alerts)
+    p.app.timer(settings.metrics_interval_s, name="alerts_metrics")(flush_metrics)

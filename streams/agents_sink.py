@@ -13,11 +13,14 @@ import msgspec
 from ioc.models import Finding, FindingBatch
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, decode_batch, write_deadletters
+from ioc.storage.offset_ledger import Claim, ClaimResult, Position
 from ioc.storage.readings_sink import write_readings
 from ioc.storage.sensors_store import load_alarm_levels
 from ioc.wire import decode_envelope
 from streams.db_worker import DbWorker
 from streams.detection import DetectorBank
+from streams.faust_compat import committed_offsets
+from streams.offset_guard import OffsetGuard
 from streams.pipeline_stats import StageStats, write_stats
 
 if TYPE_CHECKING:
@@ -34,65 +37,70 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     stats = StageStats("sink")
     bank: list[DetectorBank] = []
 
-    async def poison(event: Any, reason: str, detail: str) -> None:
-        """An undecodable Kafka record: store it as a dead letter instead of crashing the agent."""
-        msg = event.message
-        dl = DeadLetter(datetime.now(UTC), "kafka", reason, detail[:500], msg.topic, bytes(event.value or b""),
-                        msg.partition, msg.offset)
-        await db.run(partial(write_deadletters, items=[dl]), "store poison record")
-        stats.add("poison")
-        log.error("poison record %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, detail[:200])
+    assert settings.kafka_url is not None
+    guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, stats)
+    dl_guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, stats)
 
-    async def sink(stream: Any) -> None:
-        stream.enable_acks = False  # we ack by hand, only after the DB commit
-        async for event in stream.events():
-            try:
-                envelope = decode_envelope(event.value)
-            except (msgspec.DecodeError, TypeError) as e:
-                await poison(event, "bad_envelope", str(e))
-                await stream.ack(event)
-                continue
-            readings = envelope.readings
-            result = await db.run(partial(write_readings, readings=readings), "write readings")
-            committed = datetime.now(UTC)
+    async def apply_envelope(value: bytes, at: Position, jump: bool) -> ClaimResult:
+        """Store one envelope (claiming its offset), then run the detectors over it."""
+        try:
+            envelope = decode_envelope(value)
+        except (msgspec.DecodeError, TypeError) as e:
+            return await store_poison(db, stats, p.topics.readings, value, at, jump, "bad_envelope", str(e))
+        readings = envelope.readings
+        result = await db.run(partial(write_readings, readings=readings, at=at, allow_jump=jump), "write readings")
+        if result.claim is Claim.AHEAD:
+            return ClaimResult(result.claim, result.expected_offset or 0)
+        committed = datetime.now(UTC)
+        if result.claim is Claim.NEXT:
             stats.add("readings", len(readings))
             stats.add("rows_in", result.rows_in)
             stats.add("rows_inserted", result.rows_inserted)
             stats.add("envelopes")
             for r in readings[:: max(1, len(readings) // 20)]:  # sample: latency of ~20 per envelope
                 stats.latency((committed - r.ts).total_seconds() * 1000.0)
-            if not bank:
-                bank.append(DetectorBank(await db.run(load_alarm_levels, "load alarm levels")))
-            try:
-                findings = bank[0].process(readings, p.detector_state)
-            except Exception:  # the readings are stored; a detector bug must not stop storage
-                log.exception("detectors failed on %s[%s]@%s", event.message.topic, event.message.partition,
-                              event.message.offset)
-                stats.add("detector_errors")
-                findings = []
-            if findings:
-                await p.findings.send(
-                    value=_enc.encode(FindingBatch(1, findings)), partition=event.message.partition
-                )
-                stats.add("findings", len(findings))
+        else:
+            stats.add("envelopes_redelivered")
+        # Detectors run on redeliveries too: their table state may predate the crash, and they
+        # ignore readings they have already seen (causal, by timestamp).
+        if not bank:
+            bank.append(DetectorBank(await db.run(load_alarm_levels, "load alarm levels")))
+        try:
+            findings = bank[0].process(readings, p.detector_state)
+        except Exception:  # the readings are stored; a detector bug must not stop storage
+            log.exception("detectors failed on %s[%s]@%s", p.topics.readings, at.partition, at.offset)
+            stats.add("detector_errors")
+            findings = []
+        if findings:
+            await p.findings.send(value=_enc.encode(FindingBatch(1, findings)), partition=at.partition)
+            stats.add("findings", len(findings))
+        return ClaimResult(result.claim, result.expected_offset or at.offset)
+
+    async def sink(stream: Any) -> None:
+        stream.enable_acks = False  # we ack by hand, only after the DB commit
+        async for event in stream.events():
+            await guard.apply_in_order(event, apply_envelope)
             await stream.ack(event)
 
-    async def deadletters(stream: Any) -> None:
-        stream.enable_acks = False
-        async for event in stream.events():
-            try:
-                items = decode_batch(event.value)
-            except (msgspec.DecodeError, TypeError) as e:
-                await poison(event, "bad_deadletter_batch", str(e))
-                await stream.ack(event)
-                continue
-            new = await dl_db.run(partial(write_deadletters, items=items), "write dead letters")
+    async def apply_deadletters(value: bytes, at: Position, jump: bool) -> ClaimResult:
+        try:
+            items = decode_batch(value)
+        except (msgspec.DecodeError, TypeError) as e:
+            return await store_poison(dl_db, stats, p.topics.deadletter, value, at, jump, "bad_deadletter_batch", str(e))
+        written = await dl_db.run(partial(write_deadletters, items=items, at=at, allow_jump=jump), "write dead letters")
+        if written.claim is Claim.NEXT:
             by_reason: dict[str, int] = defaultdict(int)
             for d in items:
                 by_reason[d.reason] += 1
             for reason, n in by_reason.items():
                 stats.add(f"deadletters_{reason}", n)
-            stats.add("deadletters_new", new)
+            stats.add("deadletters_new", written.new)
+        return ClaimResult(written.claim, written.expected_offset or at.offset)
+
+    async def deadletters(stream: Any) -> None:
+        stream.enable_acks = False
+        async for event in stream.events():
+            await dl_guard.apply_in_order(event, apply_deadletters)
             await stream.ack(event)
 
     def consumer_lag() -> float | None:
@@ -100,7 +108,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         consumer = p.app.consumer
         try:
             tps = [tp for tp in consumer.assignment() if tp.topic == p.topics.readings]
-            committed = consumer._committed_offset  # type: ignore[attr-defined]  # no public accessor
+            committed = committed_offsets(consumer)
             return float(sum(max(0, (consumer.highwater(tp) or 0) - (committed.get(tp) or 0)) for tp in tps))
         except Exception:  # noqa: BLE001 - lag is best effort; never stop the metrics timer
             return None
@@ -121,6 +129,17 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     p.app.timer(settings.registry_refresh_s, name="registry_refresh")(refresh_registry)
     p.app.agent(p.deadletter, name="deadletters")(deadletters)
     p.app.timer(settings.metrics_interval_s, name="sink_metrics")(flush_metrics)
+
+
+async def store_poison(db: DbWorker, stats: StageStats, topic: str, value: bytes, at: Position, jump: bool,
+                       reason: str, detail: str) -> ClaimResult:
+    """An undecodable Kafka record becomes a dead letter (its offset claimed) instead of a crash."""
+    dl = DeadLetter(datetime.now(UTC), "kafka", reason, detail[:500], topic, bytes(value or b""), at.partition, at.offset)
+    written = await db.run(partial(write_deadletters, items=[dl], at=at, allow_jump=jump), "store poison record")
+    if written.claim is Claim.NEXT:
+        stats.add("poison")
+        log.error("poison record %s[%s]@%s: %s", topic, at.partition, at.offset, detail[:200])
+    return ClaimResult(written.claim, written.expected_offset or at.offset)
 
 
 def findings_of(raw: bytes) -> list[Finding]:

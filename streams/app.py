@@ -9,6 +9,7 @@ from typing import Any
 import faust
 
 from ioc.settings import Settings
+from streams.faust_compat import cap_fetch_wait, check_internals, disable_gap_commits
 from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -25,32 +26,11 @@ class Pipeline:
     detector_state: Any
 
 
-def _cap_fetch_wait(max_wait_ms: int) -> None:
-    """Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer.
-
-    A broker that does not answer a fetch early when data arrives (Tansu here) then holds every
-    idle fetch for 1.5 s, which showed up as ~0.75 s median end-to-end latency at 500 readings/s.
-    The override applies to the consumer Faust creates in this (worker) process only.
-    """
-    import aiokafka
-
-    original = aiokafka.AIOKafkaConsumer
-    if getattr(original, "_ioc_capped", False):
-        return
-
-    class CappedFetchConsumer(original):  # type: ignore[misc, valid-type]
-        _ioc_capped = True
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["fetch_max_wait_ms"] = min(int(kwargs.get("fetch_max_wait_ms", 500)), max_wait_ms)
-            super().__init__(*args, **kwargs)
-
-    aiokafka.AIOKafkaConsumer = CappedFetchConsumer  # type: ignore[misc]
-
-
 def create_app(settings: Settings) -> Pipeline:
     settings.require("kafka_url", "database_url", "mqtt_url")
-    _cap_fetch_wait(settings.consumer_fetch_max_wait_ms)
+    check_internals()
+    cap_fetch_wait(settings.consumer_fetch_max_wait_ms)
+    disable_gap_commits()
     names = TopicNames(settings.topic_prefix)
     app = faust.App(
         settings.app_id,

@@ -20,6 +20,8 @@ from ioc.errors import StackError
 from ioc.stack.process import free_port, log_tail, spawn, tcp_open, wait_until
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+PG_LIB_DIR = PG_BIN_DIR.parent / "lib"
+PG_EXT_DIR = Path("/usr/share/postgresql/15/extension")
 MOSQUITTO_BIN = Path("/usr/sbin/mosquitto")
 INSTALL_HINT = "apt-get install -y mosquitto postgresql"
 
@@ -158,8 +160,18 @@ def _as_pg(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if _is_root() else argv
 
 
-def start_postgres(base: Path, timeout_s: float = 60.0) -> Service:
-    """A throwaway PostgreSQL 15 cluster (initdb + pg_ctl) with a random password for user ``ioc``."""
+def timescaledb_installed() -> bool:
+    """Whether this machine's PostgreSQL 15 has the TimescaleDB extension (its loader and control file)."""
+    return (PG_LIB_DIR / "timescaledb.so").is_file() and (PG_EXT_DIR / "timescaledb.control").is_file()
+
+
+def start_postgres(base: Path, timeout_s: float = 60.0, *, timescale_preload: bool = True) -> Service:
+    """A throwaway PostgreSQL 15 cluster (initdb + pg_ctl) with a random password for user ``ioc``.
+
+    When TimescaleDB is installed it is preloaded (``CREATE EXTENSION`` needs that) unless
+    ``timescale_preload`` is false, which gives a server like a packaged TimescaleDB before its
+    tune step. Telemetry is off either way: an operations centre must not phone home.
+    """
     for tool in ("initdb", "pg_ctl", "pg_isready"):
         _require_binary(PG_BIN_DIR / tool, f"PostgreSQL {tool}")
     root = _pg_data_root(base)
@@ -209,9 +221,10 @@ def start_postgres(base: Path, timeout_s: float = 60.0) -> Service:
             "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
             "max_connections = 200\nshared_buffers = 256MB\nlog_min_messages = warning\n"
         )
-        if any(PG_BIN_DIR.parent.joinpath("lib").glob("timescaledb*.so")):
-            # TimescaleDB must be preloaded before `CREATE EXTENSION` works; used when installed.
-            conf.write("shared_preload_libraries = 'timescaledb'\ntimescaledb.telemetry_level = off\n")
+        if timescaledb_installed():
+            conf.write("timescaledb.telemetry_level = off\n")
+            if timescale_preload:
+                conf.write("shared_preload_libraries = 'timescaledb'\n")
     pg_log = root / "server.log"
     start = subprocess.run(
         _as_pg([str(PG_BIN_DIR / "pg_ctl"), "-D", str(data), "-l", str(pg_log), "-w", "-t", str(int(timeout_s)), "start"]),

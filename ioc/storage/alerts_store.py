@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from ioc.domain import SEVERITIES
 from ioc.models import AlertChange, Finding
+from ioc.storage.offset_ledger import Claim, ClaimResult, Position, claim_offset
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
@@ -111,3 +112,18 @@ def record_notification(conn: psycopg.Connection, alert_id: int, channel: str, o
         "INSERT INTO alert_events (alert_id, event, detail) VALUES (%s, %s, %s)",
         (alert_id, ("notified:" if ok else "notify_failed:") + channel, Jsonb({"detail": detail[:500]})),
     )
+
+
+def apply_findings(
+    conn: psycopg.Connection, findings: list[Finding], at: Position | None = None, *, allow_jump: bool = False
+) -> tuple[ClaimResult | None, list[AlertChange]]:
+    """A whole findings batch (one Kafka record) in one transaction, claimed in the offset ledger."""
+    with conn.transaction():
+        if at is not None:
+            with conn.cursor() as cur:
+                claimed = claim_offset(cur, at, allow_jump=allow_jump)
+            if claimed.claim is not Claim.NEXT:
+                return claimed, []
+        else:
+            claimed = None
+        return claimed, [ch for f in findings for ch in apply_finding(conn, f)]

@@ -10,6 +10,8 @@ from datetime import datetime
 import msgspec
 import psycopg
 
+from ioc.storage.offset_ledger import Claim, Position, claim_offset
+
 
 class DeadLetter(msgspec.Struct, frozen=True):
     """One rejected message as it travels on the dead-letter topic."""
@@ -42,32 +44,59 @@ def decode_batch(raw: bytes) -> list[DeadLetter]:
     return _decoder.decode(raw)
 
 
-def write_deadletters(conn: psycopg.Connection, items: Iterable[DeadLetter]) -> int:
-    """Insert idempotently (keyed by content); returns how many were new or re-failed replays."""
+@dataclass(frozen=True)
+class DeadLetterWrite:
+    new: int  # letters new to the store, or replays that failed again
+    claim: Claim = Claim.NEXT
+    expected_offset: int | None = None
+
+
+def write_deadletters(
+    conn: psycopg.Connection, items: Iterable[DeadLetter], at: Position | None = None, *, allow_jump: bool = False
+) -> DeadLetterWrite:
+    """Insert idempotently (keyed by content), counting every arrival of the same content.
+
+    With ``at`` the Kafka record is claimed in the same transaction, so a batch redelivered
+    after a crash is not counted twice. Returns how many letters were new or re-failed replays.
+    """
     rows = [
-        (d.key, d.received_at, d.source, d.reason, d.detail[:1000], d.topic[:512], d.partition, d.offset, d.raw)
+        (d.key, d.received_at, d.source, d.reason, d.detail[:1000], d.topic[:512], d.partition, d.offset, d.raw,
+         d.received_at)
         for d in items
     ]
-    if not rows:
-        return 0
     with conn.transaction(), conn.cursor() as cur:
+        if at is not None:
+            claimed = claim_offset(cur, at, allow_jump=allow_jump)
+            if claimed.claim is not Claim.NEXT:
+                return DeadLetterWrite(0, claimed.claim, claimed.expected)
+        if not rows:
+            return DeadLetterWrite(0)
+        cur.execute(
+            "SELECT count(*) FROM deadletters WHERE dl_key = ANY(%s) AND replayed_at IS NOT NULL",
+            (list({r[0] for r in rows}),),
+        )
+        refailed = int(cur.fetchone()[0])  # type: ignore[index]
         cur.executemany(
             "INSERT INTO deadletters (dl_key, received_at, source, reason, detail, topic, kafka_partition,"
-            " kafka_offset, raw) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            # A replayed letter that fails again becomes pending again; a plain duplicate changes nothing.
-            " ON CONFLICT (dl_key) DO UPDATE SET replayed_at = NULL, reason = EXCLUDED.reason,"
-            " detail = EXCLUDED.detail WHERE deadletters.replayed_at IS NOT NULL"
-            " RETURNING dl_id",
+            " kafka_offset, raw, last_seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            # Every arrival counts; a replayed letter that fails again becomes pending again.
+            " ON CONFLICT (dl_key) DO UPDATE SET occurrences = deadletters.occurrences + 1,"
+            " last_seen_at = GREATEST(deadletters.last_seen_at, EXCLUDED.last_seen_at),"
+            " replayed_at = NULL,"
+            " reason = CASE WHEN deadletters.replayed_at IS NULL THEN deadletters.reason ELSE EXCLUDED.reason END,"
+            " detail = CASE WHEN deadletters.replayed_at IS NULL THEN deadletters.detail ELSE EXCLUDED.detail END"
+            " RETURNING xmax = 0",
             rows,
             returning=True,
         )
         new = 0
         while True:
-            if cur.fetchone() is not None:
+            row = cur.fetchone()
+            if row is not None and row[0]:
                 new += 1
             if not cur.nextset():
                 break
-    return new
+    return DeadLetterWrite(new + refailed)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Ordered, idempotent SQL migrations tracked in ``schema_migrations``.
 
 Files are ``NNN_name.sql`` (always), or ``NNN_name.timescale.sql`` / ``NNN_name.plain.sql``
-(whichever fits the server). TimescaleDB is used when its extension can be created.
+(whichever fits the server). TimescaleDB is used when its extension is installed and its library
+is preloaded; ``require_timescale`` turns every other case into a :class:`~ioc.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
+from ioc.errors import ConfigError, IocError
 from ioc.storage.db import connect
 
 log = logging.getLogger(__name__)
@@ -49,18 +51,63 @@ def available_migrations() -> list[Migration]:
     return sorted(out, key=lambda m: (m.version, m.backend))
 
 
-def detect_timescale(conn: psycopg.Connection) -> bool:
-    """Create the extension if the server has it; False (and one log line) on plain PostgreSQL."""
-    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+PRELOAD_FIX = "shared_preload_libraries = 'timescaledb'"
+
+
+def _preloaded(conn: psycopg.Connection) -> bool:
+    """Whether the server preloaded TimescaleDB's loader, asked without loading anything.
+
+    ``shared_preload_libraries`` is readable only by superusers and pg_read_all_settings; other
+    roles see no row, so then the loader's own setting, which exists only when it was preloaded,
+    answers instead.
+    """
+    row = conn.execute("SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'").fetchone()
     if row is None:
+        row = conn.execute("SELECT 1 FROM pg_settings WHERE name = 'timescaledb.max_background_workers'").fetchone()
+        return row is not None
+    libs = [lib.strip().strip('"').rsplit("/", 1)[-1].removesuffix(".so") for lib in str(row[0]).split(",")]
+    return "timescaledb" in libs
+
+
+def detect_timescale(conn: psycopg.Connection, *, require: bool = False) -> bool:
+    """Create the extension when the server can load it; False (and one log line) on plain PostgreSQL.
+
+    TimescaleDB installed but not in ``shared_preload_libraries`` is checked first: there
+    ``CREATE EXTENSION`` fails with a FATAL error that closes the connection. That server gets the
+    plain path and a warning naming the setting, or a :class:`ConfigError` when ``require`` is set
+    (``IOC_REQUIRE_TIMESCALE``) or when this database already holds the extension.
+    """
+    available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+    if available is None:
+        if require:
+            raise ConfigError(
+                "IOC_REQUIRE_TIMESCALE=true but this PostgreSQL has no timescaledb extension installed"
+                " (pg_available_extensions); install TimescaleDB or unset IOC_REQUIRE_TIMESCALE"
+            )
         log.info("TimescaleDB extension not available; using plain PostgreSQL tables and views")
         return False
-    try:
-        with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except psycopg.Error as e:
-        log.info("TimescaleDB is installed but cannot be created (%s); using plain PostgreSQL", e)
+    created = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone() is not None
+    if not _preloaded(conn):
+        fix = f"set {PRELOAD_FIX} in postgresql.conf (or run timescaledb-tune) and restart PostgreSQL"
+        if created:
+            raise ConfigError(
+                f"this database uses the timescaledb extension but the server does not preload it; {fix}"
+            )
+        if require:
+            raise ConfigError(f"IOC_REQUIRE_TIMESCALE=true but TimescaleDB is installed and not preloaded; {fix}")
+        log.warning("TimescaleDB is installed but not preloaded; using plain PostgreSQL. To use it, %s", fix)
         return False
+    if not created:
+        try:
+            with conn.transaction():
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except psycopg.Error as e:
+            if conn.closed:
+                raise IocError(f"CREATE EXTENSION timescaledb closed the connection: {e}") from e
+            if require:
+                raise ConfigError(f"IOC_REQUIRE_TIMESCALE=true but CREATE EXTENSION timescaledb failed: {e}") from e
+            log.warning("TimescaleDB is installed but cannot be created (%s); using plain PostgreSQL", e)
+            return False
     return True
 
 
@@ -70,11 +117,14 @@ class MigrateResult:
     applied: list[str]
 
 
-def migrate(url: str, *, retention_days: int = 365, compress_after_days: int = 7) -> MigrateResult:
+def migrate(
+    url: str, *, retention_days: int = 365, compress_after_days: int = 7, require_timescale: bool = False
+) -> MigrateResult:
+    """Apply pending migrations; ``require_timescale`` (``IOC_REQUIRE_TIMESCALE``) refuses plain PostgreSQL."""
     with connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:
-            timescale = detect_timescale(conn)
+            timescale = detect_timescale(conn, require=require_timescale)
             backend = "timescale" if timescale else "plain"
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, name text NOT NULL,"
@@ -99,5 +149,6 @@ def migrate(url: str, *, retention_days: int = 365, compress_after_days: int = 7
                 log.info("applied migration %s_%s (%s)", m.version, m.name, m.backend)
             return MigrateResult(backend, applied)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+            if not conn.closed:  # a closed session has released its advisory lock already
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
 

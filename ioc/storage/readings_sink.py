@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from ioc.storage.offset_ledger import Claim, ClaimResult, Position, claim_offset
 from ioc.wire import Reading
 
 _STAGE = """
@@ -61,12 +62,24 @@ class WriteResult:
     rows_in: int
     rows_inserted: int
     buckets_touched: int
+    claim: Claim = Claim.NEXT
+    expected_offset: int | None = None
 
 
-def write_readings(conn: psycopg.Connection, readings: Iterable[Reading]) -> WriteResult:
-    """Write a batch in one transaction; safe to call again with the same batch."""
+def write_readings(
+    conn: psycopg.Connection, readings: Iterable[Reading], at: Position | None = None, *, allow_jump: bool = False
+) -> WriteResult:
+    """Write a batch in one transaction; safe to call again with the same batch.
+
+    With ``at``, the record's offset is claimed in the same transaction (see ``offset_ledger``):
+    nothing is written unless it is the next offset of its partition.
+    """
     rows_in = 0
     with conn.transaction(), conn.cursor() as cur:
+        if at is not None:
+            claimed: ClaimResult = claim_offset(cur, at, allow_jump=allow_jump)
+            if claimed.claim is not Claim.NEXT:
+                return WriteResult(0, 0, 0, claimed.claim, claimed.expected)
         cur.execute(_STAGE)
         with cur.copy("COPY readings_stage (ts, sensor_id, metric, value) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["timestamptz", "text", "text", "float8"])

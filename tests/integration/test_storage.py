@@ -19,7 +19,8 @@ import pytest
 from ioc.models import Finding
 from ioc.storage.alerts_store import apply_finding, record_notification
 from ioc.storage.deadletters import DeadLetter, write_deadletters
-from ioc.storage.migrate import migrate
+from ioc.storage.migrate import available_migrations, migrate
+from ioc.storage.offset_ledger import Claim, Position, claim_offset, next_offsets
 from ioc.storage.readings_sink import WriteResult, write_readings
 from ioc.wire import Reading
 
@@ -186,16 +187,17 @@ def test_hourly_and_daily_views_equal_a_group_by_over_readings(db_url: str, view
 
 def test_migrate_is_idempotent_and_records_its_versions(db_url: str) -> None:
     again = migrate(db_url)  # db_url was already migrated once by the fixture
-    assert again.backend == "plain"
+    timescale = bool(_rows(db_url, "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"))
+    backend = "timescale" if timescale else "plain"
+    assert again.backend == backend
     assert again.applied == []
-    assert _rows(db_url, "SELECT version, backend FROM schema_migrations ORDER BY version") == [
-        ("001", "any"),
-        ("002", "plain"),
-        ("003", "any"),
-    ]
+    expected = sorted({(m.version, m.backend) for m in available_migrations() if m.backend in ("any", backend)})
+    assert _rows(db_url, "SELECT version, backend FROM schema_migrations ORDER BY version") == expected
+    assert [v for v, _ in expected][:4] == ["001", "002", "003", "004"]
     kinds = dict(_rows(db_url, "SELECT relname, relkind FROM pg_class WHERE relname LIKE %s", ("readings%",)))
     assert kinds["readings"] == "r" and kinds["readings_1m"] == "r"
-    assert kinds["readings_1h"] == "v" and kinds["readings_1d"] == "v"
+    if not timescale:  # on TimescaleDB these are continuous aggregates (tests/integration/test_timescale.py)
+        assert kinds["readings_1h"] == "v" and kinds["readings_1d"] == "v"
 
 
 # -- alerts ----------------------------------------------------------------------------------------------
@@ -280,31 +282,81 @@ def _letters(n: int, received_at: datetime) -> list[DeadLetter]:
     ]
 
 
-def test_write_deadletters_is_idempotent_by_content(db_url: str) -> None:
+def test_write_deadletters_is_idempotent_by_content_and_counts_arrivals(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
-        assert write_deadletters(conn, _letters(5, T0)) == 5
+        assert write_deadletters(conn, _letters(5, T0)).new == 5
         # Redelivered: same topic and bytes, later receive time (the key ignores it), and a copy in one batch.
         again = _letters(5, T0 + timedelta(minutes=3))
-        assert write_deadletters(conn, again + again[:2]) == 0
-        assert write_deadletters(conn, []) == 0
+        assert write_deadletters(conn, again + again[:2]).new == 0
+        assert write_deadletters(conn, []).new == 0
         # Same bytes on another topic is another letter.
         other = DeadLetter(T0, "mqtt", "bad_json", "truncated", "khanhhoa/v1/rain/OTHER", _letters(1, T0)[0].raw)
-        assert write_deadletters(conn, [other]) == 1
+        assert write_deadletters(conn, [other]).new == 1
     assert _rows(db_url, "SELECT count(*), count(DISTINCT dl_key) FROM deadletters") == [(6, 6)]
     assert _rows(db_url, "SELECT min(received_at) FROM deadletters") == [(T0,)]
+    # one row per content, but every arrival counted, and when it was last seen
+    assert _rows(db_url, "SELECT occurrences, last_seen_at FROM deadletters WHERE topic = 'khanhhoa/v1/rain/R0'") == [
+        (3, T0 + timedelta(minutes=3))
+    ]
+    assert _rows(db_url, "SELECT sum(occurrences) FROM deadletters") == [(5 + 7 + 1,)]
+    assert _rows(db_url, "SELECT occurrences, last_seen_at FROM deadletters WHERE topic LIKE '%%OTHER'") == [(1, T0)]
+
+
+def test_a_deadletter_batch_redelivered_by_kafka_is_counted_once(db_url: str) -> None:
+    at = Position("g:ioc.deadletter", 3, 41)
+    with psycopg.connect(db_url) as conn:
+        assert write_deadletters(conn, _letters(2, T0), at).new == 2
+        again = write_deadletters(conn, _letters(2, T0), at)  # the same Kafka record after a crash
+        assert (again.new, again.claim) == (0, Claim.DONE)
+        ahead = write_deadletters(conn, _letters(2, T0), Position(at.stream, 3, 43))  # 42 was never applied
+        assert (ahead.claim, ahead.expected_offset) == (Claim.AHEAD, 42)
+    assert _rows(db_url, "SELECT sum(occurrences) FROM deadletters") == [(2,)]
 
 
 def test_a_replayed_letter_that_fails_again_is_pending_again(db_url: str) -> None:
     (letter,) = _letters(1, T0)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        assert write_deadletters(conn, [letter]) == 1
+        assert write_deadletters(conn, [letter]).new == 1
         conn.execute("UPDATE deadletters SET replayed_at = now()")
         failed_again = DeadLetter(T0, "mqtt", "unknown_sensor", "still unknown", letter.topic, letter.raw)
-        assert write_deadletters(conn, [failed_again]) == 1
-        assert write_deadletters(conn, [failed_again]) == 0
-    assert _rows(db_url, "SELECT count(*), bool_and(replayed_at IS NULL), min(reason) FROM deadletters") == [
-        (1, True, "unknown_sensor")
+        assert write_deadletters(conn, [failed_again]).new == 1
+        assert write_deadletters(conn, [failed_again]).new == 0
+    assert _rows(db_url, "SELECT count(*), bool_and(replayed_at IS NULL), min(reason), min(occurrences) FROM deadletters") == [
+        (1, True, "unknown_sensor", 3)
     ]
+
+
+def test_the_offset_ledger_applies_each_offset_once_and_reports_what_was_skipped(db_url: str) -> None:
+    def claim(offset: int, allow_jump: bool = False) -> tuple[Claim, int]:
+        with psycopg.connect(db_url) as conn, conn.transaction(), conn.cursor() as cur:
+            r = claim_offset(cur, Position("g:ioc.readings", 0, offset), allow_jump=allow_jump)
+            return r.claim, r.expected
+
+    assert claim(7) == (Claim.NEXT, 7)  # the first offset ever seen starts the ledger
+    assert claim(8) == (Claim.NEXT, 8)
+    assert claim(8) == (Claim.DONE, 9)
+    assert claim(3) == (Claim.DONE, 9)
+    assert claim(11) == (Claim.AHEAD, 9)  # 9 and 10 were skipped: nothing is applied
+    assert claim(9) == (Claim.NEXT, 9)
+    assert claim(15, allow_jump=True) == (Claim.NEXT, 10)  # the broker no longer has 10..14
+    assert claim(16) == (Claim.NEXT, 16)
+    with psycopg.connect(db_url) as conn:
+        assert next_offsets(conn, "g:ioc.readings") == {0: 17}
+        assert next_offsets(conn, "other") == {}
+
+
+def test_readings_are_written_only_for_the_next_offset(db_url: str) -> None:
+    readings = [Reading("S1", "rain", T0 + timedelta(minutes=i), i, {"rain_mm": float(i)}) for i in range(3)]
+    with psycopg.connect(db_url) as conn:
+        first = write_readings(conn, readings[:1], Position("g:r", 2, 0))
+        skipped = write_readings(conn, readings[1:2], Position("g:r", 2, 5))
+        again = write_readings(conn, readings[1:2], Position("g:r", 2, 0))
+        nxt = write_readings(conn, readings[1:], Position("g:r", 2, 1))
+    assert (first.claim, first.rows_inserted) == (Claim.NEXT, 1)
+    assert (skipped.claim, skipped.expected_offset, skipped.rows_inserted) == (Claim.AHEAD, 1, 0)
+    assert (again.claim, again.rows_inserted) == (Claim.DONE, 0)
+    assert (nxt.claim, nxt.rows_inserted) == (Claim.NEXT, 2)
+    assert _rows(db_url, "SELECT count(*) FROM readings") == [(3,)]
 
 
 def test_peak_severity_survives_de_escalation(db_url: str) -> None:

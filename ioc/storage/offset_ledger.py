@@ -1,0 +1,75 @@
+"""Which Kafka offsets a consumer has really applied, kept beside the data in one transaction.
+
+Kafka's committed offset is where a consumer starts reading; it can run ahead of the database
+(Faust commits a "gap" when a stale prefetched batch follows a seek, see
+``streams/faust_compat.py``). Each writer therefore claims its record's offset inside its own
+transaction: the next offset is applied, an older one was applied already, and a newer one means
+something in between was skipped and must be fetched again.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import psycopg
+
+
+class Claim(enum.Enum):
+    NEXT = "next"  # the expected offset (or the first ever seen): apply it
+    DONE = "done"  # applied before: a redelivery, change nothing
+    AHEAD = "ahead"  # offsets before it were never applied: fetch them first
+
+
+@dataclass(frozen=True)
+class Position:
+    """A Kafka record's place: consumer stream (group and topic), partition, offset."""
+
+    stream: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim
+    expected: int  # the next offset the ledger wanted
+
+
+def claim_offset(cur: psycopg.Cursor, at: Position, *, allow_jump: bool = False) -> ClaimResult:  # type: ignore[type-arg]
+    """Run inside the writer's transaction, before it writes; advances the ledger on NEXT.
+
+    ``allow_jump`` accepts an offset past the expected one: only for records the broker no
+    longer has (retention), which the caller must report as lost.
+    """
+    cur.execute(
+        "INSERT INTO consumed_offsets (stream, kafka_partition, next_offset) VALUES (%s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING next_offset",
+        (at.stream, at.partition, at.offset + 1),
+    )
+    if cur.fetchone() is not None:
+        return ClaimResult(Claim.NEXT, at.offset)
+    cur.execute(
+        "SELECT next_offset FROM consumed_offsets WHERE stream = %s AND kafka_partition = %s FOR UPDATE",
+        (at.stream, at.partition),
+    )
+    row = cur.fetchone()
+    assert row is not None  # inserted or present: rows are never deleted
+    expected = int(row[0])
+    if at.offset < expected:
+        return ClaimResult(Claim.DONE, expected)
+    if at.offset > expected and not allow_jump:
+        return ClaimResult(Claim.AHEAD, expected)
+    cur.execute(
+        "UPDATE consumed_offsets SET next_offset = %s, updated_at = now() WHERE stream = %s AND kafka_partition = %s",
+        (at.offset + 1, at.stream, at.partition),
+    )
+    return ClaimResult(Claim.NEXT, expected)
+
+
+def next_offsets(conn: psycopg.Connection, stream: str) -> dict[int, int]:
+    """Per partition, the next offset to apply (for gap checks and the health dashboard)."""
+    rows = conn.execute(
+        "SELECT kafka_partition, next_offset FROM consumed_offsets WHERE stream = %s", (stream,)
+    ).fetchall()
+    return {int(p): int(o) for p, o in rows}

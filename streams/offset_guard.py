@@ -1,0 +1,116 @@
+"""Turns the offset ledger's verdict into action: apply skipped records first, report real loss.
+
+The writers claim each Kafka record's offset in their own transaction
+(``ioc/storage/offset_ledger.py``). When a record arrives *ahead* of the next offset its
+partition still needs, the records in between were skipped on the way (issue 7; see
+``streams/faust_compat.py``). Seeking Faust back does not work reliably (records that are
+already in flight move its read offset forward again and it drops the refetch), so the guard
+reads the missing range straight from the partition with a small consumer of its own, the
+agent applies those records in order, and only then the one in hand. Faust is told the range
+is done, so its commits move on. If the broker no longer has some of the records (retention)
+the partition jumps, and that loss is logged as an error and counted in ``pipeline_metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ioc.retry import Backoff
+from ioc.storage.offset_ledger import Claim, ClaimResult, Position
+from streams.faust_compat import commit_lost_range
+from streams.pipeline_stats import StageStats
+from streams.topics import bootstrap_servers
+
+log = logging.getLogger(__name__)
+
+#: Apply one record's value at its position; ``allow_jump`` only for the first record after a loss.
+Apply = Callable[[bytes, Position, bool], Awaitable[ClaimResult]]
+
+
+class OffsetGuard:
+    """One per agent; ``read_timeout_s`` bounds one read of a missing range."""
+
+    def __init__(self, app: Any, kafka_url: str, group: str, stats: StageStats, *, read_timeout_s: float = 30.0) -> None:
+        self.app = app
+        self.kafka_url = kafka_url
+        self.group = group
+        self.stats = stats
+        self.read_timeout_s = read_timeout_s
+        self._reader: AIOKafkaConsumer | None = None
+        app.on_before_shutdown.connect(self._on_shutdown)
+        stats.add("offset_gaps_filled", 0)
+        stats.add("offsets_lost", 0)  # always present, so a dashboard and a test can assert zero
+
+    def position(self, event: Any) -> Position:
+        msg = event.message
+        return Position(f"{self.group}:{msg.topic}", int(msg.partition), int(msg.offset))
+
+    async def apply_in_order(self, event: Any, apply: Apply) -> ClaimResult:
+        """Apply the event's record; if earlier ones were never applied, apply those first."""
+        at = self.position(event)
+        result = await apply(event.value, at, False)
+        if result.claim is not Claim.AHEAD:
+            return result
+        msg = event.message
+        backoff = Backoff(base_s=0.5, cap_s=10.0)
+        while True:
+            try:
+                missing = await self._read(msg.topic, at.partition, result.expected, at.offset)
+                break
+            except Exception as e:  # noqa: BLE001 - a broker hiccup: retry, never skip
+                log.warning("%s[%s]: reading back offsets %s..%s failed (%s); retrying",
+                            msg.topic, msg.partition, result.expected, at.offset - 1, e)
+                await self.close()
+                await asyncio.sleep(backoff.next())
+        log.warning("%s[%s]: got offset %s but %s..%s were never applied; applying %s records read again",
+                    msg.topic, msg.partition, at.offset, result.expected, at.offset - 1, len(missing))
+        self.stats.add("offset_gaps_filled")
+        first = missing[0][0] if missing else at.offset
+        if first > result.expected:
+            lost = first - result.expected
+            self.stats.add("offsets_lost", lost)
+            log.error("%s[%s]: offsets %s..%s are no longer on the broker (retention?): %s records lost",
+                      msg.topic, msg.partition, result.expected, first - 1, lost)
+        for k, (offset, value) in enumerate(missing):
+            await apply(value, Position(at.stream, at.partition, offset), k == 0 and offset > result.expected)
+        await commit_lost_range(self.app.consumer, msg.tp, result.expected, at.offset - 1)
+        return await apply(event.value, at, not missing)
+
+    async def _read(self, topic: str, partition: int, start: int, end: int) -> list[tuple[int, bytes]]:
+        """Records ``start <= offset < end`` of one partition, in order (fewer if the broker lost some)."""
+        if self._reader is None:
+            self._reader = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap_servers(self.kafka_url), group_id=None, enable_auto_commit=False,
+                auto_offset_reset="earliest", fetch_max_wait_ms=100,
+            )
+            await self._reader.start()
+        tp = TopicPartition(topic, partition)
+        self._reader.assign([tp])
+        self._reader.seek(tp, start)
+        out: list[tuple[int, bytes]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout_s
+        while loop.time() < deadline:
+            if await self._reader.position(tp) >= end:
+                break
+            batch = await self._reader.getmany(tp, timeout_ms=500, max_records=500)
+            for rec in batch.get(tp, []):
+                if rec.offset >= end:
+                    return out
+                out.append((rec.offset, bytes(rec.value or b"")))
+        else:
+            raise TimeoutError(f"reading {topic}[{partition}] {start}..{end - 1} took over {self.read_timeout_s} s")
+        return out
+
+    async def _on_shutdown(self, app: Any, **_: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
