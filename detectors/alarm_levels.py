@@ -6,6 +6,7 @@ hovering at an alarm line does not flap alerts open and closed.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -69,8 +70,8 @@ class AlarmLevelDetector:
 
     def update(self, reading: Reading) -> list[Finding]:
         value = reading.metrics.get(self.metric)
-        if value is None:
-            return []
+        if value is None or not math.isfinite(value):
+            return []  # a broken value says nothing about the river (the health detectors flag it)
         if self.last_ts is not None and reading.ts <= self.last_ts:
             return []  # duplicate or late delivery: the band already reflects newer data
         self.last_ts = reading.ts

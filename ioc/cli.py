@@ -13,6 +13,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ioc.cli_detect import detect_file_cmd
+from ioc.cli_train import train as train_cmd
 from ioc.errors import IocError
 from ioc.logging_setup import setup_logging
 from ioc.settings import Settings, load_settings
@@ -98,7 +100,8 @@ def db_migrate(seed: bool) -> None:
     s = _settings()
     s.require("database_url")
     assert s.database_url is not None
-    res = migrate(s.database_url, retention_days=s.retention_days, compress_after_days=s.compress_after_days)
+    res = migrate(s.database_url, retention_days=s.retention_days, compress_after_days=s.compress_after_days,
+                  require_timescale=s.require_timescale)
     console.print(f"backend {res.backend}; applied {res.applied or 'nothing (up to date)'}")
     if seed:
         from ioc.seed import seed_registry
@@ -235,6 +238,8 @@ def _register_plugins(group: click.Group) -> None:
 
 
 _register_plugins(cli)
+cli.add_command(train_cmd)
+cli.add_command(detect_file_cmd)
 
 
 def main(argv: list[str] | None = None) -> Any:

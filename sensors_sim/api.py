@@ -77,13 +77,15 @@ def publish_scenario(
     stop: threading.Event | None = None,
     progress: Callable[[int], None] | None = None,
     labels_out: Path | None = None,
+    reporting: str | None = None,
 ) -> PublishResult:
     """Simulate scenario ``name`` and publish it to ``mqtt_url`` at QoS 1.
 
     ``speed`` None publishes as fast as possible; ``fit_seconds`` picks the speed so publishing
     takes about that long. Timestamps are rebased so each is <= the wall clock when sent.
+    ``reporting`` runs the scenario under that reporting profile (the same as ``name@PROFILE``).
     """
-    sim = simulate(name, seed)
+    sim = simulate(name, seed, reporting=reporting)
     return publish_simulation(
         sim, mqtt_url, speed=speed, fit_seconds=fit_seconds, stop=stop, progress=progress, labels_out=labels_out
     )

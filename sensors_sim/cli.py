@@ -21,11 +21,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from ioc.settings import load_settings
 from sensors_sim import scenario as scenarios_mod
-from sensors_sim.errors import ScenarioError
+from sensors_sim.reporting import PROFILES
 
 console = Console(stderr=True)
 
@@ -74,7 +74,12 @@ def register(group: click.Group) -> None:
 
     @group.command("simulate")
     @click.option("--scenario", "scenario_name", required=True, envvar="IOC_SIM_SCENARIO", show_envvar=True,
-                  help="Scenario name (see `ioc scenarios`) or a path to a scenario TOML.")
+                  help="Scenario name (see `ioc scenarios`) or a path to a scenario TOML; NAME@PROFILE picks a "
+                       "reporting profile.")
+    @click.option("--reporting", type=click.Choice(list(PROFILES)), default=None, envvar="IOC_SIM_REPORTING",
+                  show_envvar=True,
+                  help="Run the scenario under this reporting profile (cadence, quantisation, noise, gaps, spikes) "
+                       "instead of its own; the same as --scenario NAME@PROFILE.")
     @click.option("--speed", type=SPEED, default="1", show_default=True, envvar="IOC_SIM_SPEED", show_envvar=True,
                   help="Virtual clock when publishing: 1 = real time, N = N times faster, 'max' = as fast as possible.")
     @click.option("--seed", type=int, default=None, envvar="IOC_SIM_SEED", show_envvar=True,
@@ -88,13 +93,14 @@ def register(group: click.Group) -> None:
                   help="Where to write labels when publishing (default: none; with --out they go next to it).")
     @click.option("--mqtt-url", default=None, envvar="IOC_MQTT_URL", show_envvar=True,
                   help="Broker to publish to, mqtt://user:pass@host:port (default: settings / `ioc stack up`).")
-    def simulate_cmd(scenario_name: str, speed: float | None, seed: int | None, out: Path | None,
-                     plot_path: Path | None, labels_out: Path | None, mqtt_url: str | None) -> None:
+    def simulate_cmd(scenario_name: str, reporting: str | None, speed: float | None, seed: int | None,
+                     out: Path | None, plot_path: Path | None, labels_out: Path | None, mqtt_url: str | None) -> None:
         """Run a scenario: publish it to MQTT on a virtual clock, or write it to a file."""
         from sensors_sim.api import publish_simulation
         from sensors_sim.engine import simulate
         from sensors_sim.output import write_simulation
 
+        scenario_name = scenarios_mod.variant(scenario_name, reporting)
         with console.status(f"simulating {scenario_name}…"):
             sim = simulate(scenario_name, seed)
         if out is not None:
@@ -167,16 +173,17 @@ def register(group: click.Group) -> None:
 
     @group.command("scenarios")
     def scenarios_cmd() -> None:
-        """List the scenarios with their span, seed and description."""
-        import tomllib
-
-        table = Table("name", "start", "hours", "seed", "description")
-        for name, path in scenarios_mod.available().items():
-            try:
-                raw = tomllib.loads(path.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as e:
-                raise ScenarioError(f"{path}: invalid TOML: {e}") from e
+        """List the scenarios with their span, seed, reporting profile and description."""
+        table = Table(Column("name", no_wrap=True), "start", "hours", "seed", "reporting", "description")
+        for name in scenarios_mod.available():
+            raw = scenarios_mod.source(name).raw
+            rep = raw.get("reporting")
+            profile = str(rep.get("profile", "ideal")) if isinstance(rep, dict) else "ideal"
             table.add_row(name, str(raw.get("start", "?")), f"{raw.get('duration_h', '?'):g}"
                           if isinstance(raw.get("duration_h"), int | float) else "?", str(raw.get("seed", "?")),
-                          str(raw.get("description", "")))
-        Console().print(table)
+                          profile, str(raw.get("description", "")))
+        console_out = Console()
+        console_out.print(table)
+        console_out.print("Reporting profiles (run any scenario as NAME@PROFILE or with --reporting PROFILE):")
+        for name, prof in PROFILES.items():
+            console_out.print(f"  {name}: {prof.description}")

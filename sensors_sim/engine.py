@@ -13,11 +13,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sensors_sim import labels as labelling
-from sensors_sim.faults import Delivery, apply_faults
+from sensors_sim import reporting
+from sensors_sim.faults import Delivery, apply_events, delivery_of, transmit
 from sensors_sim.models import air, noise, rain, river, tide, traffic, weather
 from sensors_sim.models.common import Array, sensor_rng
 from sensors_sim.registry import SensorSpec, load_registry, registry_by_id
-from sensors_sim.scenario import Flood, Scenario, load, select
+from sensors_sim.scenario import Flood, Scenario, load, select, variant
 from sensors_sim.world import World
 
 #: Gauge noise (m) before rounding to whole centimetres, as real gauges report.
@@ -26,11 +27,17 @@ GAUGE_NOISE_M = 0.003
 
 @dataclass
 class SensorSeries:
-    """One sensor's true series (sensor noise included, delivery faults not)."""
+    """One sensor's series as measured (sensor noise included, delivery faults not).
+
+    Under a reporting profile this is the reported series: ``spec.interval_s`` is the reporting
+    cadence, values are aggregated, noisy and quantised, and ``transmission`` says which reports
+    were lost and which carry a spike.
+    """
 
     spec: SensorSpec
     t: NDArray[np.int64]
     values: dict[str, Array]
+    transmission: reporting.Transmission | None = None
 
 
 @dataclass
@@ -167,14 +174,28 @@ def run(scenario: Scenario, registry: list[SensorSpec], seed: int | None = None)
     for spec in select(scenario, registry):
         t = sample_times(spec, scenario.t0, scenario.t1)
         values = simulate_sensor(world, spec, t.astype(np.float64))
-        series.append(SensorSeries(spec, t, values))
-    deliveries = [apply_faults(s.spec, s.t, s.values, scenario, seed) for s in series]
+        rule = reporting.settings_for(spec, scenario.reporting)
+        if rule.is_identity(spec):
+            series.append(SensorSeries(spec, t, values))
+        else:
+            series.append(SensorSeries(*reporting.report(spec, t, values, rule, seed, scenario.t1)))
+    deliveries = []
+    for s in series:
+        d = delivery_of(s.spec, s.t, s.values)
+        if s.transmission is not None:
+            d = transmit(d, s.transmission)
+        deliveries.append(apply_events(d, scenario, seed))
     sim = Simulation(scenario, seed, series, deliveries)
     sim.labels = labelling.build(sim, world)
     return sim
 
 
-def simulate(name: str, seed: int | None = None, registry: list[SensorSpec] | None = None) -> Simulation:
-    """Load a scenario by name (or TOML path) and run it."""
+def simulate(
+    name: str, seed: int | None = None, registry: list[SensorSpec] | None = None, reporting: str | None = None
+) -> Simulation:
+    """Load a scenario by name (or TOML path, either optionally ``@PROFILE``) and run it.
+
+    ``reporting`` runs it under that reporting profile instead (the same as ``NAME@PROFILE``).
+    """
     reg = registry if registry is not None else load_registry()
-    return run(load(name, reg), reg, seed)
+    return run(load(variant(name, reporting), reg), reg, seed)

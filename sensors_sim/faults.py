@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from sensors_sim.models.common import Array, sensor_rng
 from sensors_sim.registry import SensorSpec
+from sensors_sim.reporting import Transmission
 from sensors_sim.scenario import Malformed, Scenario, SensorFault
 
 #: Number of distinct malformed-payload variants (see ``encode.malform``).
@@ -41,14 +42,12 @@ def _window(ts: NDArray[np.int64], start: float | None, end: float | None, t0: f
     return np.asarray((ts >= lo) & (ts < hi))
 
 
-def apply_faults(
-    spec: SensorSpec, ts: NDArray[np.int64], values: dict[str, Array], scenario: Scenario, seed: int
-) -> Delivery:
-    """Apply the scenario's faults that name this sensor (in file order)."""
+def delivery_of(spec: SensorSpec, ts: NDArray[np.int64], values: dict[str, Array]) -> Delivery:
+    """Every reading sent once, on time, in order, with ``seq`` 1..n."""
     names = spec.metric_names
     n = len(ts)
     vals = np.column_stack([values[m] for m in names]) if n else np.zeros((0, len(names)))
-    d = Delivery(
+    return Delivery(
         spec,
         ts.copy(),
         ts.astype(np.float64),
@@ -56,6 +55,18 @@ def apply_faults(
         vals.astype(np.float64, copy=True),
         np.zeros(n, dtype=np.int8),
     )
+
+
+def transmit(d: Delivery, tr: Transmission) -> Delivery:
+    """Apply a reporting profile's spikes and lost reports to a fresh delivery (row i is report i)."""
+    idx = np.flatnonzero(tr.spiked)
+    d.values[idx, tr.spike_col[idx]] = tr.spike_value[idx]
+    return d.take(np.flatnonzero(~tr.lost))
+
+
+def apply_events(d: Delivery, scenario: Scenario, seed: int) -> Delivery:
+    """Apply the scenario's fault and malformed events that name ``d``'s sensor, in file order."""
+    spec = d.spec
     for ev in scenario.events:
         if isinstance(ev, SensorFault) and spec.sensor_id in ev.sensors:
             d = _fault(d, ev, scenario, seed)

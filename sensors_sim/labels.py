@@ -1,8 +1,12 @@
 """Ground-truth labels, computed from the simulated series themselves.
 
 Crossing times are the first sample at or above each alarm level in the values actually sent, so a
-detector scored against them is judged on what it could have seen. Labels never travel in
-payloads: they are written next to the output as ``<run>.labels.json``.
+detector scored against them is judged on what it could have seen. Under a reporting profile that
+means the reported series (its cadence, noise and quantisation), and hazard labels (flood
+crossings, heavy rain, storm wind) skip reports that were lost or carry a spike. Those reporting
+faults get labels of their own: every spike, and every run of ``SILENT_MIN_MISSED`` or more lost
+reports (see :mod:`sensors_sim.reporting`). Labels never travel in payloads: they are written
+next to the output as ``<run>.labels.json``.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sensors_sim.models.common import rolling_sum
+from sensors_sim.reporting import SILENT_MIN_MISSED, lost_runs
 from sensors_sim.scenario import Flood, Malformed, PollutionEpisode, SensorFault, TrafficIncident
 
 if TYPE_CHECKING:
-    from sensors_sim.engine import Simulation
+    from sensors_sim.engine import SensorSeries, Simulation
     from sensors_sim.world import World
 
 #: Heavy rain, QĐ 18/2021 Điều 44 level 1 starts at 100 mm/24h; 200 mm/24h is the next band.
@@ -79,9 +84,11 @@ def build(sim: Simulation, world: World) -> list[dict[str, Any]]:
     series = {s.spec.sensor_id: s for s in sim.series}
     storm_ids = ",".join(world.storms)
     for s in sim.series:
+        valid = s.transmission.valid if s.transmission is not None else None
         if s.spec.kind == "rain" and world.storms:
             per = max(1, 86400 // s.spec.interval_s)
-            total = rolling_sum(s.values["rain_mm"], per)
+            rain = s.values["rain_mm"] if valid is None else np.where(valid, s.values["rain_mm"], 0.0)
+            total = rolling_sum(rain, per)
             for k, (a, b) in enumerate(_runs(total >= HEAVY_RAIN_24H_MM[0])):
                 peak = float(total[a : b + 1].max())
                 out.append(
@@ -90,7 +97,7 @@ def build(sim: Simulation, world: World) -> list[dict[str, Any]]:
                            "critical" if peak >= HEAVY_RAIN_24H_MM[1] else "warning", max_24h_mm=round(peak, 1))
                 )
         if s.spec.kind == "weather" and any(tr.max_wind_ms > 0 for _e, tr in world.storms.values()):
-            w = s.values["wind_speed_ms"]
+            w = s.values["wind_speed_ms"] if valid is None else np.where(valid, s.values["wind_speed_ms"], -np.inf)
             for k, (a, b) in enumerate(_runs(w >= STORM_WIND_MS[0], max_gap=3600 // s.spec.interval_s)):
                 peak = float(w[a : b + 1].max())
                 out.append(
@@ -98,6 +105,7 @@ def build(sim: Simulation, world: World) -> list[dict[str, Any]]:
                            float(s.t[a]), float(s.t[b]), "wind",
                            "critical" if peak >= STORM_WIND_MS[1] else "warning", max_wind_ms=peak)
                 )
+        out.extend(_reporting_labels(s, sc.t1))
     for ev in sc.events:
         if isinstance(ev, Flood):
             for sid in ev.gauges:
@@ -135,13 +143,38 @@ def _label(event_id: str, kind: str, sensors: list[str], start: float, end: floa
             "expected_alert": alert, "min_severity": severity, **extra}
 
 
-def _flood_label(event_id: str, s: Any, t_end: float) -> dict[str, Any] | None:
+def _reporting_labels(s: SensorSeries, t_end: float) -> list[dict[str, Any]]:
+    """A ``sensor_silent`` fault per run of >= SILENT_MIN_MISSED lost reports, and one per spike."""
+    tr = s.transmission
+    if tr is None:
+        return []
+    sid = s.spec.sensor_id
+    out = []
+    runs = [(a, b) for a, b in lost_runs(tr.lost) if b - a + 1 >= SILENT_MIN_MISSED]
+    for k, (a, b) in enumerate(runs):
+        end = float(s.t[b + 1]) if b + 1 < len(s.t) else t_end
+        out.append(_label(f"reporting/silent/{sid}/{k}", "sensor_fault", [sid], float(s.t[a]), end,
+                          "sensor_silent", "warning", fault="dropout", missed=b - a + 1,
+                          interval_s=s.spec.interval_s))
+    names = s.spec.metric_names
+    for k, i in enumerate(np.flatnonzero(tr.spiked).tolist()):
+        metric = names[int(tr.spike_col[i])]
+        out.append(_label(f"reporting/spike/{sid}/{k}", "sensor_fault", [sid], float(s.t[i]), float(s.t[i]),
+                          "sensor_spike", "warning", fault="spike", metric=metric,
+                          value=float(tr.spike_value[i]), true_value=float(s.values[metric][i])))
+    return out
+
+
+def _flood_label(event_id: str, s: SensorSeries, t_end: float) -> dict[str, Any] | None:
     levels = s.spec.alarm_levels or {}
     v = s.values["water_level_m"]
+    if s.transmission is not None:  # only what arrived without a reporting fault
+        v = np.where(s.transmission.valid, v, -np.inf)
     crossings = {k: first_crossing(s.t, v, lvl) for k, lvl in levels.items() if lvl is not None}
-    if crossings.get("bd1") is None:
+    bd1 = levels.get("bd1")
+    if bd1 is None or crossings.get("bd1") is None:
         return None
-    above = np.flatnonzero(v >= levels["bd1"])
+    above = np.flatnonzero(v >= bd1)
     end = float(s.t[above[-1]]) if above[-1] + 1 < len(v) else t_end
     severity = "critical" if crossings.get("bd3") else "warning" if crossings.get("bd2") else "info"
     return _label(f"{event_id}/{s.spec.sensor_id}", "flood", [s.spec.sensor_id], crossings["bd1"] or 0.0, end,

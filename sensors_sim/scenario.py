@@ -2,20 +2,29 @@
 
 Parsing is strict (unknown fields are errors) and every error names the file, the line and the
 field, because a scenario typo otherwise surfaces as a silently different simulation.
+
+A scenario may pick a reporting profile in a ``[reporting]`` table (see :mod:`sensors_sim.reporting`).
+A variant file names its base with ``extends = "flood_2025_11"`` and overrides top-level keys
+(typically ``name``, ``description`` and ``[reporting]``). ``NAME@PROFILE`` loads any scenario
+under another profile without a file.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from sensors_sim.errors import ScenarioError
-from sensors_sim.registry import SensorSpec
+from sensors_sim.registry import SensorSpec, registry_by_id
+from sensors_sim.reporting import PROFILES, Reporting
+from sensors_sim.reporting import check as check_reporting
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SEVERITY = Literal["info", "warning", "critical"]
@@ -127,6 +136,8 @@ class Scenario(_Strict):
     sensors: SensorSelection = msgspec.field(default_factory=SensorSelection)
     demand_scale: float = 1.0
     events: list[Event] = []
+    reporting: Reporting = msgspec.field(default_factory=Reporting)
+    extends: str = ""
     path: str = ""
 
     @property
@@ -154,8 +165,84 @@ def resolve(name_or_path: str) -> Path:
         return p
     names = available()
     if name_or_path not in names:
-        raise ScenarioError(f"unknown scenario {name_or_path!r}; valid names: {', '.join(names)}")
+        raise ScenarioError(
+            f"unknown scenario {name_or_path!r}; valid names: {', '.join(names)} "
+            f"(any of them as NAME@PROFILE, profiles: {', '.join(PROFILES)})"
+        )
     return names[name_or_path]
+
+
+def split_variant(name_or_path: str) -> tuple[str, str | None]:
+    """``typhoon_damrey@national`` -> (``typhoon_damrey``, ``national``); no ``@`` -> (name, None).
+
+    >>> split_variant("typhoon_damrey@national"), split_variant("demo")
+    (('typhoon_damrey', 'national'), ('demo', None))
+    """
+    if "@" not in name_or_path or Path(name_or_path).exists():
+        return name_or_path, None
+    base, _, profile = name_or_path.rpartition("@")
+    return base, profile
+
+
+def variant(name_or_path: str, profile: str | None) -> str:
+    """The name that runs ``name_or_path`` under reporting ``profile`` (None keeps it as it is).
+
+    >>> variant("flood_2025_11", "national"), variant("flood_2025_11@national", "ideal"), variant("demo", None)
+    ('flood_2025_11@national', 'flood_2025_11@ideal', 'demo')
+    """
+    if profile is None:
+        return name_or_path
+    return f"{split_variant(name_or_path)[0]}@{profile}"
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{path}: invalid TOML: {e}") from e
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The raw (merged) TOML of a scenario and where each top-level key was written."""
+
+    raw: dict[str, Any]
+    path: Path
+    text: str
+    base: dict[str, tuple[Path, str]]  # top-level keys inherited through ``extends`` -> (file, text)
+
+    def error(self, field: str, msg: str) -> ScenarioError:
+        """An error located in the file that wrote the field's top-level key."""
+        top = re.match(r"[A-Za-z_][A-Za-z0-9_]*", field)
+        path, text = self.base.get(top.group(0) if top else "", (self.path, self.text))
+        return _error(path, text, field, msg)
+
+
+def source(name_or_path: str) -> _Source:
+    """The raw TOML of a scenario, with ``extends`` and ``@PROFILE`` applied (not validated)."""
+    base, profile = split_variant(name_or_path)
+    path = resolve(base)
+    text, raw = _read(path)
+    inherited: dict[str, tuple[Path, str]] = {}
+    parent = raw.get("extends")
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise _error(path, text, "extends", "must be a scenario name or a path to a TOML file")
+        sibling = path.parent / parent
+        ppath = resolve(str(sibling) if sibling.suffix == ".toml" and sibling.exists() else parent)
+        ptext, praw = _read(ppath)
+        if "extends" in praw:
+            raise _error(path, text, "extends", f"{parent!r} extends another scenario; extend its base instead")
+        inherited = {key: (ppath, ptext) for key in praw if key not in raw}
+        raw = {**praw, **raw}
+    if profile is not None:
+        if profile not in PROFILES:
+            raise ScenarioError(f"unknown reporting profile {profile!r} in {name_or_path!r}; "
+                                f"profiles: {', '.join(PROFILES)}")
+        raw["reporting"] = {"profile": profile}
+        raw["name"] = f"{raw.get('name', base)}@{profile}"
+    return _Source(raw, path, text, inherited)
 
 
 _PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
@@ -199,14 +286,13 @@ def _error(path: Path, text: str, field: str, msg: str) -> ScenarioError:
 
 
 def load(name_or_path: str, registry: list[SensorSpec]) -> Scenario:
-    """Parse, type-check and cross-check a scenario against the registry."""
-    path = resolve(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{path}: invalid TOML: {e}") from e
-    raw["path"] = str(path)
+    """Parse, type-check and cross-check a scenario against the registry.
+
+    ``name_or_path`` is a scenario name, a TOML path, or either with ``@PROFILE`` appended.
+    """
+    src = source(name_or_path)
+    raw = dict(src.raw)
+    raw["path"] = str(src.path)
     try:
         sc = msgspec.convert(raw, Scenario, from_attributes=False)
     except msgspec.ValidationError as e:
@@ -219,45 +305,45 @@ def load(name_or_path: str, registry: list[SensorSpec]) -> Scenario:
         missing = re.search(r"missing required field `(\w+)`", msg)
         if missing:
             field = f"{field}.{missing.group(1)}" if field else missing.group(1)
-        raise _error(path, text, field or "?", msg.split(" - at ")[0]) from e
-    _check(sc, path, text, registry)
+        raise src.error(field or "?", msg.split(" - at ")[0]) from e
+    _check(sc, src.error, registry)
     return sc
 
 
-def _check(sc: Scenario, path: Path, text: str, registry: list[SensorSpec]) -> None:
-    by_id = {s.sensor_id: s for s in registry}
+def _check(sc: Scenario, err: Callable[[str, str], ScenarioError], registry: list[SensorSpec]) -> None:
+    by_id = registry_by_id(registry)
     if sc.start.tzinfo is None:
-        raise _error(path, text, "start", "needs a UTC offset, e.g. 2017-11-03T00:00:00+07:00")
+        raise err("start", "needs a UTC offset, e.g. 2017-11-03T00:00:00+07:00")
     if not 0 < sc.duration_h <= 24 * 31:
-        raise _error(path, text, "duration_h", f"must be in (0, 744] hours, got {sc.duration_h}")
+        raise err("duration_h", f"must be in (0, 744] hours, got {sc.duration_h}")
     for field in ("ids", "exclude"):
         for sid in getattr(sc.sensors, field):
             if sid not in by_id:
-                raise _error(path, text, f"sensors.{field}", f"unknown sensor {sid!r}")
+                raise err(f"sensors.{field}", f"unknown sensor {sid!r}")
     storm_ids = {e.id for e in sc.events if isinstance(e, Storm)}
     seen: set[str] = set()
     for i, ev in enumerate(sc.events):
         where = f"events[{i}]"
         if ev.id in seen:
-            raise _error(path, text, f"{where}.id", f"duplicate event id {ev.id!r}")
+            raise err(f"{where}.id", f"duplicate event id {ev.id!r}")
         seen.add(ev.id)
         for attr in ("start", "peak", "end"):
             ts = getattr(ev, attr, None)
             if isinstance(ts, datetime) and ts.tzinfo is None:
-                raise _error(path, text, f"{where}.{attr}", "needs a UTC offset")
+                raise err(f"{where}.{attr}", "needs a UTC offset")
         start, end = getattr(ev, "start", None), getattr(ev, "end", None)
         if isinstance(start, datetime) and isinstance(end, datetime) and end <= start:
-            raise _error(path, text, f"{where}.end", "must be after start")
+            raise err(f"{where}.end", "must be after start")
         peak = getattr(ev, "peak", None)
         if isinstance(peak, datetime) and start is not None and end is not None and not start <= peak <= end:
-            raise _error(path, text, f"{where}.peak", "must lie between start and end")
+            raise err(f"{where}.peak", "must lie between start and end")
         sensors: list[str] = []
         field = f"{where}.sensors"
         if isinstance(ev, TrafficIncident):
             field = f"{where}.sensor"
             sensors = [ev.sensor]
             if not 0 < ev.capacity_factor <= 1:
-                raise _error(path, text, f"{where}.capacity_factor", "must be in (0, 1]")
+                raise err(f"{where}.capacity_factor", "must be in (0, 1]")
         elif isinstance(ev, PollutionEpisode | SensorFault | Malformed):
             sensors = list(ev.sensors)
         elif isinstance(ev, Flood):
@@ -265,24 +351,27 @@ def _check(sc: Scenario, path: Path, text: str, registry: list[SensorSpec]) -> N
             field = f"{where}.gauges"
             for s in ev.storms:
                 if s not in storm_ids:
-                    raise _error(path, text, f"{where}.storms", f"unknown storm {s!r}; storms: {sorted(storm_ids)}")
+                    raise err(f"{where}.storms", f"unknown storm {s!r}; storms: {sorted(storm_ids)}")
         elif isinstance(ev, Storm):
             if not ev.track:
-                raise _error(path, text, f"{where}.track", "needs at least one [lat, lon] point")
+                raise err(f"{where}.track", "needs at least one [lat, lon] point")
             lo, hi = ev.rain_24h_mm
             if not 0 <= lo <= hi:
-                raise _error(path, text, f"{where}.rain_24h_mm", "must be [low, high] with 0 <= low <= high")
+                raise err(f"{where}.rain_24h_mm", "must be [low, high] with 0 <= low <= high")
         if isinstance(ev, SensorFault | Malformed) and not 0 <= ev.rate <= 1:
-            raise _error(path, text, f"{where}.rate", f"must be in [0, 1], got {ev.rate}")
+            raise err(f"{where}.rate", f"must be in [0, 1], got {ev.rate}")
         for sid in sensors:
             if sid not in by_id:
-                raise _error(path, text, field, f"unknown sensor {sid!r}")
+                raise err(field, f"unknown sensor {sid!r}")
             if isinstance(ev, Flood) and by_id[sid].kind != "water_level":
-                raise _error(path, text, f"{where}.gauges", f"{sid} is a {by_id[sid].kind} sensor, not a gauge")
+                raise err(f"{where}.gauges", f"{sid} is a {by_id[sid].kind} sensor, not a gauge")
             if isinstance(ev, TrafficIncident) and by_id[sid].kind != "traffic":
-                raise _error(path, text, f"{where}.sensor", f"{sid} is not a traffic segment")
+                raise err(f"{where}.sensor", f"{sid} is not a traffic segment")
             if isinstance(ev, PollutionEpisode) and by_id[sid].kind != "air":
-                raise _error(path, text, f"{where}.sensors", f"{sid} is not an air station")
+                raise err(f"{where}.sensors", f"{sid} is not an air station")
+    problem = check_reporting(sc.reporting, by_id, select(sc, registry))
+    if problem is not None:
+        raise err(*problem)
 
 
 def select(sc: Scenario, registry: list[SensorSpec]) -> list[SensorSpec]:

@@ -15,13 +15,14 @@ from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, decode_batch, write_deadletters
 from ioc.storage.offset_ledger import Claim, ClaimResult, Position
 from ioc.storage.readings_sink import write_readings
-from ioc.storage.sensors_store import load_alarm_levels
+from ioc.storage.sensors_store import load_sensor_entries
 from ioc.wire import decode_envelope
 from streams.db_worker import DbWorker
 from streams.detection import DetectorBank
 from streams.faust_compat import committed_offsets
 from streams.offset_guard import OffsetGuard
 from streams.pipeline_stats import StageStats, write_stats
+from streams.topics import partition_for
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -64,7 +65,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         # Detectors run on redeliveries too: their table state may predate the crash, and they
         # ignore readings they have already seen (causal, by timestamp).
         if not bank:
-            bank.append(DetectorBank(await db.run(load_alarm_levels, "load alarm levels")))
+            bank.append(DetectorBank(await db.run(load_sensor_entries, "load sensor registry")))
         try:
             findings = bank[0].process(readings, p.detector_state)
         except Exception:  # the readings are stored; a detector bug must not stop storage
@@ -123,10 +124,27 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
 
     async def refresh_registry() -> None:
         if bank:
-            bank[0].update_registry(await db.run(load_alarm_levels, "reload alarm levels"))
+            bank[0].update_registry(await db.run(load_sensor_entries, "reload sensor registry"))
+
+    started = datetime.now(UTC)
+
+    async def silence_timer() -> None:
+        """Absence is a timer: sensors whose state this worker holds and that stopped reporting."""
+        if not bank:
+            return
+        try:
+            found = bank[0].check_silence(list(p.detector_state.keys()), p.detector_state, datetime.now(UTC), started)
+        except Exception:  # a detector bug must not stop the timer
+            log.exception("silence check failed")
+            return
+        for f in found:
+            part = partition_for(f.sensor_id, settings.kafka_partitions)
+            await p.findings.send(value=_enc.encode(FindingBatch(1, [f])), partition=part)
+            stats.add("findings", 1)
 
     p.app.agent(p.readings, name="sink")(sink)
     p.app.timer(settings.registry_refresh_s, name="registry_refresh")(refresh_registry)
+    p.app.timer(settings.silence_check_s, name="silence")(silence_timer)
     p.app.agent(p.deadletter, name="deadletters")(deadletters)
     p.app.timer(settings.metrics_interval_s, name="sink_metrics")(flush_metrics)
 

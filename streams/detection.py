@@ -1,51 +1,122 @@
-"""Runs the per-sensor detectors over an envelope; state goes to the Faust table once per envelope."""
+"""Runs every detector of every sensor over an envelope; one table entry per sensor per envelope.
+
+The detectors themselves are pure (``detectors/``); this module only decides which ones a
+sensor gets from its registry entry, keeps them warm between envelopes, and stores their
+versioned JSON state in the changelogged Faust table, so a restarted worker carries on where
+the last one stopped (a flood projection keeps its window, a silence timer its last reading).
+"""
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import logging
+import math
+from collections.abc import Iterable, Mapping, MutableMapping
+from datetime import datetime
 from typing import Any
 
 from detectors.alarm_levels import AlarmLevelDetector
+from detectors.flood_projection import FloodProjectionDetector
+from detectors.noise import NoiseLimitDetector
+from detectors.rain import RainAccumulationDetector
+from detectors.sensor_set import sensor_detectors, silence_of, update_all
+from detectors.traffic import TrafficCongestionDetector
+from detectors.vn_aqi import VnAqiDetector
 from ioc.models import Finding, Reading
+from ioc.storage.sensors_store import SensorEntry
+
+log = logging.getLogger(__name__)
+STATE_VERSION = 1
+
+
+def warning_detectors(s: SensorEntry) -> list[Any]:
+    """The hazard (early-warning) detectors a sensor's kind and registry entry call for."""
+    out: list[Any] = []
+    if s.kind == "water_level" and s.alarm_levels and any(s.alarm_levels.get(f"bd{i}") for i in (1, 2, 3)):
+        out += [AlarmLevelDetector(s.sensor_id, s.alarm_levels),
+                FloodProjectionDetector(s.sensor_id, s.alarm_levels, name=s.name)]
+    elif s.kind == "rain":
+        out.append(RainAccumulationDetector(s.sensor_id, name=s.name))
+    elif s.kind == "air" and {"pm25", "pm10"} & set(s.metrics):
+        out.append(VnAqiDetector(s.sensor_id, name=s.name))
+    elif s.kind == "noise":
+        out.append(NoiseLimitDetector(s.sensor_id, area=str(s.extra.get("area", "normal")), name=s.name))
+    elif s.kind == "traffic" and s.extra.get("free_flow_kmh"):
+        out.append(TrafficCongestionDetector(s.sensor_id, float(s.extra["free_flow_kmh"]), name=s.name))
+    return out
+
+
+def build_detectors(s: SensorEntry) -> list[Any]:
+    metrics = s.metrics or ()
+    return sensor_detectors(s.sensor_id, s.kind, metrics, s.interval_s, alarm_levels=s.alarm_levels,
+                            extra=s.extra) + warning_detectors(s)
 
 
 class DetectorBank:
-    """Builds detectors from the sensor registry and keeps them in memory between envelopes."""
+    """All detectors per sensor, built from the registry, warm in memory between envelopes."""
 
-    def __init__(self, alarm_levels: dict[str, dict[str, float | None]]) -> None:
-        self.alarm_levels = alarm_levels
-        self._live: dict[str, AlarmLevelDetector] = {}
+    def __init__(self, sensors: Mapping[str, SensorEntry]) -> None:
+        self.sensors = dict(sensors)
+        self._live: dict[str, list[Any]] = {}
 
-    def update_registry(self, alarm_levels: dict[str, dict[str, float | None]]) -> None:
-        """Adopt new or changed alarm levels; a changed gauge gets a fresh detector (state kept)."""
-        for sensor_id, levels in alarm_levels.items():
-            if self.alarm_levels.get(sensor_id) != levels:
+    def update_registry(self, sensors: Mapping[str, SensorEntry]) -> None:
+        """A changed entry gets fresh detectors (state kept for the rules it still has); a retired
+        sensor, or a gauge whose alarm levels were removed, loses the detectors it no longer has."""
+        for sensor_id in set(self._live):
+            if sensors.get(sensor_id) != self.sensors.get(sensor_id):
                 self._live.pop(sensor_id, None)
-        self.alarm_levels = alarm_levels
+        self.sensors = dict(sensors)
 
-    def _detector(self, sensor_id: str, table: MutableMapping[str, Any]) -> AlarmLevelDetector | None:
-        det = self._live.get(sensor_id)
-        if det is None:
-            levels = self.alarm_levels.get(sensor_id)
-            if not levels:
+    def detectors(self, sensor_id: str, table: Mapping[str, Any]) -> list[Any] | None:
+        dets = self._live.get(sensor_id)
+        if dets is None:
+            entry = self.sensors.get(sensor_id)
+            if entry is None:
                 return None
-            det = AlarmLevelDetector(sensor_id, levels)
-            state = table.get(f"{sensor_id}:{det.rule}")
-            if state:
-                det.from_state(state)
-            self._live[sensor_id] = det
-        return det
+            dets = build_detectors(entry)
+            saved = table.get(sensor_id)
+            rules = saved.get("rules", {}) if isinstance(saved, dict) and saved.get("state_version") == STATE_VERSION else {}
+            for d in dets:
+                if d.rule in rules:
+                    try:
+                        d.from_state(rules[d.rule])
+                    except (ValueError, KeyError, TypeError) as e:  # an older layout: start that one afresh
+                        log.warning("%s: %s state not restored (%s)", sensor_id, d.rule, e)
+            self._live[sensor_id] = dets
+        return dets
 
-    def process(self, readings: list[Reading], table: MutableMapping[str, Any]) -> list[Finding]:
-        """Feed readings in order; write each touched detector's state back once."""
+    def process(self, readings: Iterable[Reading], table: MutableMapping[str, Any]) -> list[Finding]:
+        """Feed readings in order; write each touched sensor's state back once."""
         findings: list[Finding] = []
-        touched: dict[str, AlarmLevelDetector] = {}
+        touched: dict[str, list[Any]] = {}
         for r in readings:
-            det = self._detector(r.sensor_id, table)
-            if det is None:
+            dets = self.detectors(r.sensor_id, table)
+            if dets is None:
                 continue
-            findings.extend(det.update(r))
-            touched[r.sensor_id] = det
-        for sensor_id, det in touched.items():
-            table[f"{sensor_id}:{det.rule}"] = det.to_state()  # reassign: reaches the changelog
+            findings.extend(f for f in update_all(dets, r) if _sane(f))
+            touched[r.sensor_id] = dets
+        for sensor_id, dets in touched.items():
+            table[sensor_id] = state_of(dets)  # reassign: reaches the changelog
         return findings
+
+    def check_silence(self, sensor_ids: Iterable[str], table: Mapping[str, Any], now: datetime,
+                      resumed_at: datetime | None) -> list[Finding]:
+        """The timer's half of silence: sensors (owned by this worker) that stopped reporting."""
+        out: list[Finding] = []
+        for sensor_id in sensor_ids:
+            dets = self.detectors(sensor_id, table)
+            silence = silence_of(dets) if dets else None
+            if silence is not None:
+                out.extend(silence.check(now, resumed_at=resumed_at))
+        return out
+
+    def forget(self, sensor_id: str) -> None:
+        self._live.pop(sensor_id, None)
+
+
+def state_of(dets: Iterable[Any]) -> dict[str, Any]:
+    return {"state_version": STATE_VERSION, "rules": {d.rule: d.to_state() for d in dets}}
+
+
+def _sane(f: Finding) -> bool:
+    """Never pass on a finding with a non-finite value or score (bad input must not become an alert)."""
+    return math.isfinite(f.value) and math.isfinite(f.score)

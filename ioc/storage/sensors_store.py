@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -49,3 +50,28 @@ def load_sensor_infos(conn: psycopg.Connection) -> dict[str, SensorInfo]:
 def load_alarm_levels(conn: psycopg.Connection) -> dict[str, dict[str, float | None]]:
     rows = conn.execute("SELECT sensor_id, alarm_levels FROM sensors WHERE alarm_levels IS NOT NULL").fetchall()
     return {r[0]: dict(r[1]) for r in rows}
+
+
+@dataclass(frozen=True)
+class SensorEntry:
+    """What the detectors need to know about one live sensor."""
+
+    sensor_id: str
+    kind: str
+    name: str
+    metrics: tuple[str, ...]
+    interval_s: float
+    alarm_levels: dict[str, float | None] | None
+    extra: dict[str, Any]
+
+
+def load_sensor_entries(conn: psycopg.Connection) -> dict[str, SensorEntry]:
+    """Live (not retired) sensors; a retired sensor or removed alarm level disappears from here."""
+    rows = conn.execute(
+        "SELECT sensor_id, kind, name, metrics, interval_s, alarm_levels, extra FROM sensors WHERE retired_at IS NULL"
+    ).fetchall()
+    return {
+        r[0]: SensorEntry(r[0], r[1], r[2] or r[0], tuple(sorted((r[3] or {}).keys())), float(r[4] or 60),
+                          dict(r[5]) if r[5] else None, dict(r[6] or {}))
+        for r in rows
+    }
