@@ -217,8 +217,8 @@ def detect_file(src: Path, dst: Path | str, *, method: str = DEFAULT_METHOD, on_
         raise DetectInputError(f"unknown detector {method!r}; choose one of {', '.join(METHODS)}")
     where = str(src)
     try:
-        f_in = open(src, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed by the with below
         size = os.path.getsize(src)
+        f_in = open(src, newline="", encoding="utf-8-sig")  # closed by the with below
     except OSError as e:
         raise DetectInputError(f"cannot read {src}: {e.strerror or e}") from e
     progress = (Progress(TextColumn("scoring"), BarColumn(), TimeRemainingColumn(),
@@ -268,10 +268,8 @@ def detect_file_cmd(input_csv: Path, out: str, detector: str, on_error: str) -> 
     summary = detect_file(input_csv, out, method=detector, on_error=on_error,
                           show_progress=sys.stderr.isatty() and out != "-")
     rate = summary.rows / summary.seconds if summary.seconds > 0 else float("inf")
-    err = Console(stderr=True)
-    err.print(f"{summary.rows} rows scored with {detector} in {summary.seconds:.1f} s ({rate:,.0f} rows/s): "
-              f"{summary.alarms} alarms, {summary.missing} without a value, {summary.skipped} skipped"
-              + (f", {summary.not_increasing} timestamps not increasing" if summary.not_increasing else "")
-              + ("" if out == "-" else f" → {out}"))
-
-
+    click.echo(f"{summary.rows} rows ({summary.scored} scored, {summary.missing} without a value, "
+               f"{summary.skipped} skipped) with {detector} in {summary.seconds:.1f} s ({rate:,.0f} rows/s): "
+               f"{summary.alarms} alarms"
+               + (f"; {summary.not_increasing} timestamps not increasing" if summary.not_increasing else "")
+               + ("" if out == "-" else f" -> {out}"), err=True)
