@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ioc.cli_detect import detect_file_cmd
+from ioc.cli_score import score_cmd
 from ioc.cli_train import train as train_cmd
 from ioc.errors import IocError
 from ioc.logging_setup import setup_logging
@@ -240,6 +241,7 @@ def _register_plugins(group: click.Group) -> None:
 _register_plugins(cli)
 cli.add_command(train_cmd)
 cli.add_command(detect_file_cmd)
+cli.add_command(score_cmd)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     registry_refresh_s: float = Field(10.0, gt=0, description="how often bridge and worker reload the registry")
     retention_days: int = Field(365, ge=1, description="TimescaleDB retention of raw readings")
     compress_after_days: int = Field(7, ge=1, description="TimescaleDB compression age")
+    offset_check_s: float = Field(
+        5.0, gt=0, le=600, description="worker: how often the offset ledger is compared with each partition's end"
+    )
     silence_check_s: float = Field(15.0, gt=0, le=3600, description="worker: how often silent sensors are looked for")
     require_timescale: bool = Field(
         False, description="`ioc db migrate` stops unless TimescaleDB is installed and preloaded"

@@ -13,7 +13,7 @@ import msgspec
 from ioc.models import Finding, FindingBatch
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, decode_batch, write_deadletters
-from ioc.storage.offset_ledger import Claim, ClaimResult, Position
+from ioc.storage.offset_ledger import Claim, ClaimResult, Position, next_offsets
 from ioc.storage.readings_sink import write_readings
 from ioc.storage.sensors_store import load_sensor_entries
 from ioc.wire import decode_envelope
@@ -145,6 +145,13 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     p.app.agent(p.readings, name="sink")(sink)
     p.app.timer(settings.registry_refresh_s, name="registry_refresh")(refresh_registry)
     p.app.timer(settings.silence_check_s, name="silence")(silence_timer)
+
+    async def offset_tails() -> None:
+        for g, topic, worker in ((guard, p.topics.readings, db), (dl_guard, p.topics.deadletter, dl_db)):
+            ledger = await worker.run(partial(next_offsets, stream=f"{settings.app_id}:{topic}"), "read offset ledger")
+            await g.check_tail(topic, ledger)
+
+    p.app.timer(settings.offset_check_s, name="offset_tails")(offset_tails)
     p.app.agent(p.deadletter, name="deadletters")(deadletters)
     p.app.timer(settings.metrics_interval_s, name="sink_metrics")(flush_metrics)
 

@@ -42,6 +42,8 @@ class OffsetGuard:
         self.stats = stats
         self.read_timeout_s = read_timeout_s
         self._reader: AIOKafkaConsumer | None = None
+        self._busy = 0
+        self._stalled: dict[Any, tuple[int, int]] = {}  # tp -> (ledger next offset, ticks without progress)
         app.on_before_shutdown.connect(self._on_shutdown)
         stats.add("offset_gaps_filled", 0)
         stats.add("offsets_lost", 0)  # always present, so a dashboard and a test can assert zero
@@ -52,6 +54,37 @@ class OffsetGuard:
 
     async def apply_in_order(self, event: Any, apply: Apply) -> ClaimResult:
         """Apply the event's record; if earlier ones were never applied, apply those first."""
+        self._busy += 1
+        try:
+            return await self._apply_in_order(event, apply)
+        finally:
+            self._busy -= 1
+
+    async def check_tail(self, topic: str, ledger: dict[int, int]) -> None:
+        """A timer's half: records skipped at the *end* of a partition have no later record to
+        reveal them. When the broker holds records past the ledger's next offset and the ledger has
+        not moved for two ticks while this agent was idle, seek back to it (nothing is in flight
+        then, so Faust delivers the refetch)."""
+        consumer = self.app.consumer
+        for tp in list(consumer.assignment()):
+            if tp.topic != topic:
+                continue
+            high = consumer.highwater(tp)
+            nxt = ledger.get(tp.partition, 0)
+            if high is None or high <= nxt or self._busy:
+                self._stalled.pop(tp, None)
+                continue
+            last, ticks = self._stalled.get(tp, (nxt, 0))
+            ticks = ticks + 1 if last == nxt else 1
+            self._stalled[tp] = (nxt, ticks)
+            if ticks >= 2:
+                self._stalled.pop(tp, None)
+                self.stats.add("offset_tails_refetched")
+                log.warning("%s[%s]: the broker has offsets up to %s but %s onwards were never applied;"
+                            " fetching again", topic, tp.partition, high - 1, nxt)
+                await consumer.seek(tp, nxt)
+
+    async def _apply_in_order(self, event: Any, apply: Apply) -> ClaimResult:
         at = self.position(event)
         result = await apply(event.value, at, False)
         if result.claim is not Claim.AHEAD:
