@@ -40,7 +40,7 @@ def _num(x: float | None, digits: int = 2) -> str:
 def _row(title: str, s: KindScore) -> list[str]:
     truths = f"{s.truths} ({s.labelled})" if s.truths else "0"
     return [
-        title, truths, str(s.alerts), str(s.tp), str(s.fp), _num(s.precision), _num(s.recall), _num(s.f1),
+        title, truths, str(s.alerts), str(s.tp), f"{s.fp} ({s.fp_muted})" if s.fp_muted else str(s.fp), _num(s.precision), _num(s.recall), _num(s.f1),
         _num(s.fa_per_sensor_day, 3), fmt_duration(quantile(s.delays_s, 0.5)), fmt_duration(quantile(s.delays_s, 0.9)),
         fmt_duration(quantile(s.leads_s, 0.5)), fmt_duration(min(s.leads_s) if s.leads_s else None),
     ]
@@ -48,7 +48,7 @@ def _row(title: str, s: KindScore) -> list[str]:
 
 def kinds_table(title: str, kinds: dict[str, KindScore], caption: str | None = None) -> Table:
     t = Table(title=title, caption=caption, caption_justify="left")
-    for c in ("event kind", "truths (lab.)", "alerts", "TP", "FP", "P", "R", "F1", "FA/sensor-day",
+    for c in ("event kind", "truths (lab.)", "alerts", "TP", "FP (muted)", "P", "R", "F1", "FA/sensor-day",
               "delay p50", "delay p90", "lead p50", "lead min"):
         t.add_column(c, justify="left" if c == "event kind" else "right")
     order = [k.kind for k in KINDS] + sorted(set(kinds) - set(SPEC))
@@ -104,9 +104,11 @@ def targets_table(targets: list[Target]) -> Table:
 
 
 CAPTION = ("truths (lab.) = events to detect (of which labelled; the rest computed from the series with the "
-           "official thresholds). Delay = first matching alert at the label's severity − event start; lead = true "
-           "crossing − first BĐ forecast/alarm in force within 6 h before. FA/sensor-day = unmatched alerts per "
-           "sensor-day of the scenario(s). Storm wind has no detector and is left out of the overall recall.")
+           "official thresholds). An event counts as detected once a matching alert reaches the label's severity; "
+           "delay = first matching alert − event start (0 if one was already open); lead = true crossing − first BĐ "
+           "forecast/alarm in force within 6 h before. FA/sensor-day = unmatched alerts per sensor-day. Muted = false "
+           "hazard alerts raised while a health alert of the same sensor was open (an inhibition stage would drop "
+           "them). Storm wind has no detector and is left out of the overall recall.")
 
 
 def render(report: ScoreReport, console: Console) -> None:

@@ -54,7 +54,12 @@ a drift by an anomaly, range or spike alert on the drifting metric (no detector 
 ``sensor_drift``). Anomaly alerts have no truth of their own: one is correct when it overlaps any
 truth or label of its sensor (1 h before, 6 h after) or a storm of the scenario; its recall is not
 defined. Precision = matched alerts / alerts; recall = detected truths / truths; false alerts per
-sensor-day = unmatched alerts / (sensors × days of the scenario).
+sensor-day = unmatched alerts / (sensors × days of the scenario). A false hazard alert raised while
+a health alert of the same sensor is open is also counted as *muted*: an inhibition stage would
+drop it (the alerts stage has none yet, so it still counts as false).
+
+Scoring every bundled scenario takes about 1.5–2 minutes on one core, most of it in the detectors
+themselves (each envelope writes every touched sensor's state, as the worker does).
 
 **Lead time.** For a crossing of BĐ K at time T, the warnings are the forecasts of level >= K and
 the level-K alarm itself that are in force at some point of ``[T - 6 h, T + after]``; the lead is
