@@ -23,7 +23,7 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
-from detectors.common import check_version, excess_score, make_finding, require
+from detectors.common import calm_long_enough, check_version, excess_score, make_finding, require
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 1
@@ -136,13 +136,8 @@ class ClockSkewDetector:
                 message_en=f"{self.sensor_id}: sensor clock is about {abs(offset):.0f} s {way_en}",
             )]
         self.bad_run = 0
-        if not self.active:
+        if not calm_long_enough(self):
             return []
-        self.ok_run += 1
-        if self.ok_run < self.clear_after:
-            return []
-        self.active = False
-        self.ok_run = 0
         return [make_finding(
             sensor_id=self.sensor_id, rule=self.rule, kind="health", family="health", metric="ts",
             ts=reading.ts, severity=None, value=offset, threshold=None, score=0.0,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ioc.models import Finding
 
@@ -45,6 +45,41 @@ def finite(v: object) -> float | None:
 BIG = 1e12
 
 
+class Clearable(Protocol):
+    active: bool
+    ok_run: int
+    clear_after: int
+
+
+def calm_long_enough(det: Clearable, calm: bool = True) -> bool:
+    """Count one reading of an active fault; True (and the fault cleared) after ``clear_after``
+    calm readings in a row, a reading that is not ``calm`` starting the count again.
+    Hysteresis: one good value does not end a fault.
+
+    >>> from types import SimpleNamespace
+    >>> d = SimpleNamespace(active=True, ok_run=0, clear_after=2)
+    >>> calm_long_enough(d), calm_long_enough(d), d.active
+    (False, True, False)
+    """
+    if not det.active:
+        return False
+    det.ok_run = det.ok_run + 1 if calm else 0
+    if det.ok_run < det.clear_after:
+        return False
+    det.active = False
+    det.ok_run = 0
+    return True
+
+
+def clamp(f: float) -> float:
+    """``f`` limited to ±``BIG``.
+
+    >>> clamp(1e300), clamp(-2.0)
+    (1000000000000.0, -2.0)
+    """
+    return BIG if f > BIG else (-BIG if f < -BIG else f)
+
+
 def bounded(v: object) -> float | None:
     """Like :func:`finite`, clamped to ±``BIG`` for learning.
 
@@ -52,9 +87,7 @@ def bounded(v: object) -> float | None:
     (1000000000000.0, -3.5, None)
     """
     f = finite(v)
-    if f is None:
-        return None
-    return BIG if f > BIG else (-BIG if f < -BIG else f)
+    return None if f is None else clamp(f)
 
 
 def excess_score(observed: float, allowed: float) -> float:

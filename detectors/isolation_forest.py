@@ -21,7 +21,7 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from detectors.common import LOCAL_UTC_OFFSET_S, check_version, make_finding, require
+from detectors.common import LOCAL_UTC_OFFSET_S, calm_long_enough, check_version, make_finding, require
 from ioc.anomaly_model import TIME_FEATURES, AnomalyModel, feature_row
 from ioc.models import Finding, Reading
 
@@ -193,13 +193,8 @@ class IsolationForestDetector:
                         "features": {f: round(v, 6) for f, v in zip(self.features, row, strict=True)}},
             )]
         self.run = 0
-        if not self.active:
+        if not calm_long_enough(self):
             return []
-        self.ok_run += 1
-        if self.ok_run < self.clear_after:
-            return []
-        self.active = False
-        self.ok_run = 0
         top = self.metric_names[0]
         return [make_finding(
             sensor_id=self.sensor_id, rule=self.rule, kind="anomaly", family="anomaly", metric=top,

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from math import isfinite
 from typing import Any
 
-from detectors.common import BIG, bounded, check_version, finite, from_iso, iso, make_finding, require
+from detectors.common import bounded, check_version, finite, from_iso, iso, make_finding, require
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 1
@@ -88,13 +87,9 @@ class LevelShiftDetector:
         metrics = reading.metrics
         k, cap = self.k, 2.0 * self.h
         for metric, floor in self.min_scale.items():
-            v = metrics.get(metric)
-            if v is None or not isfinite(v):
+            v = bounded(metrics.get(metric))
+            if v is None:
                 continue
-            if v > BIG:
-                v = BIG
-            elif v < -BIG:
-                v = -BIG
             seen = True
             st = self.stats.get(metric)
             if st is None:

@@ -12,7 +12,7 @@ from datetime import datetime
 from math import isfinite
 from typing import Any
 
-from detectors.common import check_version, finite, from_iso, iso, make_finding, require
+from detectors.common import calm_long_enough, check_version, finite, from_iso, iso, make_finding, require
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 1
@@ -91,13 +91,8 @@ class PhysicalRangeDetector:
                                   f"{self.sensor_id}: {metric} = {v:g} ngoài dải vật lý [{lo:g}, {hi:g}], cảm biến có thể hỏng",
                                   f"{self.sensor_id}: {metric} = {v:g} outside the physical range [{lo:g}, {hi:g}]; "
                                   "the sensor may be faulty")]
-        if not self.active:
+        if not calm_long_enough(self):
             return []
-        self.ok_run += 1
-        if self.ok_run < self.clear_after:
-            return []
-        self.active = False
-        self.ok_run = 0
         metric = next(m for m in self.limits if finite(reading.metrics.get(m)) is not None)
         v = float(reading.metrics[metric])
         return [self._finding(reading, metric, None, v, None, 0.0,

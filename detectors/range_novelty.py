@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.common import BIG, check_version, require
+from detectors.common import check_version, clamp, require
 
 STATE_VERSION = 1
 
@@ -46,7 +46,7 @@ class RangeNoveltyScorer:
     def surprise(self, value: float) -> float | None:
         """Score ``value`` (finite) against the range so far, then widen the range. None until the
         range has a width."""
-        v = BIG if value > BIG else (-BIG if value < -BIG else float(value))
+        v = clamp(float(value))
         if self.low is None or self.high is None:
             self.low = self.high = v
             return None

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from math import isfinite
 from typing import Any, NamedTuple
 
-from detectors.common import check_version, excess_score, finite, make_finding, require
+from detectors.common import calm_long_enough, check_version, excess_score, finite, make_finding, require
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 1
@@ -125,13 +125,8 @@ class RateOfChangeDetector:
                 message_en=f"{self.sensor_id}: {metric} changed implausibly fast (jumped to {v:g}); "
                            "likely a spike or sensor fault",
             )]
-        if not self.active:
+        if not calm_long_enough(self):
             return []
-        self.ok_run += 1
-        if self.ok_run < self.clear_after:
-            return []
-        self.active = False
-        self.ok_run = 0
         metric = next(m for m in self.limits if finite(metrics.get(m)) is not None)
         return [make_finding(
             sensor_id=self.sensor_id, rule=self.rule, kind="health", family="health", metric=metric,

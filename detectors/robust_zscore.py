@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from math import isfinite
 from typing import Any
 
 from detectors.common import (
-    BIG,
+    bounded,
+    calm_long_enough,
     check_version,
     finite,
     from_iso,
@@ -99,13 +99,9 @@ class RobustZScoreDetector:
         metrics = reading.metrics
         warmup, z_on, clip = self.warmup, self.z_on, self.clip
         for metric, floor in self.min_scale.items():
-            v = metrics.get(metric)
-            if v is None or not isfinite(v):
+            v = bounded(metrics.get(metric))
+            if v is None:
                 continue
-            if v > BIG:
-                v = BIG
-            elif v < -BIG:
-                v = -BIG
             seen = True
             st = self.stats.get(metric)
             if st is None:
@@ -153,13 +149,8 @@ class RobustZScoreDetector:
                 message_en=f"{self.sensor_id}: {metric} = {v:g} is anomalous against its recent level ({expected:g})",
                 detail={"z": round(min(z, 1e9), 3)},
             )]
-        if not self.active:
+        if not calm_long_enough(self, calm):
             return []
-        self.ok_run = self.ok_run + 1 if calm else 0
-        if self.ok_run < self.clear_after:
-            return []
-        self.active = False
-        self.ok_run = 0
         metric = next(m for m in self.min_scale if finite(metrics.get(m)) is not None)
         return [make_finding(
             sensor_id=self.sensor_id, rule=self.rule, kind="anomaly", family="anomaly", metric=metric,

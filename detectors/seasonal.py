@@ -15,13 +15,12 @@ import base64
 import sys
 from array import array
 from collections.abc import Mapping
-from math import isfinite
 from typing import Any
 
 from detectors.common import (
-    BIG,
     LOCAL_UTC_OFFSET_S,
     bounded,
+    calm_long_enough,
     check_version,
     finite,
     hour_of_week,
@@ -137,13 +136,9 @@ class SeasonalBaselineDetector:
         metrics = reading.metrics
         min_alpha = self.min_alpha
         for metric, floor in self.min_scale.items():
-            v = metrics.get(metric)
-            if v is None or not isfinite(v):
+            v = bounded(metrics.get(metric))
+            if v is None:
                 continue
-            if v > BIG:
-                v = BIG
-            elif v < -BIG:
-                v = -BIG
             seen = True
             b = self.bins.get(metric)
             if b is None:
@@ -199,13 +194,8 @@ class SeasonalBaselineDetector:
                 message_en=f"{self.sensor_id}: {metric} = {v:g} is unusual for {hour:02d}:00 local (usually {mean:g})",
                 detail={"z": round(min(z, 1e9), 3), "hour_of_week": how},
             )]
-        if not self.active:
+        if not calm_long_enough(self, calm):
             return []
-        self.ok_run = self.ok_run + 1 if calm else 0
-        if self.ok_run < self.clear_after:
-            return []
-        self.active = False
-        self.ok_run = 0
         metric = next(m for m in self.min_scale if finite(metrics.get(m)) is not None)
         return [make_finding(
             sensor_id=self.sensor_id, rule=self.rule, kind="anomaly", family="anomaly", metric=metric,

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.common import BIG, check_version, require
+from detectors.common import check_version, clamp, require
 from detectors.windowed_gaussian import MAX_SURPRISE, gaussian_surprise
 
 STATE_VERSION = 1
@@ -82,7 +82,7 @@ class ShingleKnnScorer:
 
     def surprise(self, value: float) -> float | None:
         """Score ``value`` (finite; clamped to ±1e12), then learn it. None while warming up."""
-        v = BIG if value > BIG else (-BIG if value < -BIG else float(value))
+        v = clamp(float(value))
         self.buf.append(v)
         out: float | None = None
         if len(self.buf) == self.window:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.common import BIG, check_version, require
+from detectors.common import check_version, clamp, require
 
 STATE_VERSION = 1
 #: Surprise is capped here (p = 1e-300): beyond it every value is equally impossible.
@@ -67,7 +67,7 @@ class WindowedGaussianScorer:
 
     def surprise(self, value: float) -> float | None:
         """Score ``value`` (finite; clamped to ±1e12), then learn it. None while warming up."""
-        v = BIG if value > BIG else (-BIG if value < -BIG else float(value))
+        v = clamp(float(value))
         out: float | None = None
         if self.count >= self.min_count:
             h = self.ring[: self.count]
