@@ -14,7 +14,7 @@ from ioc.models import AlertChange
 from ioc.retry import Backoff
 from ioc.settings import Settings
 from ioc.storage.alerts_store import apply_findings, record_notification
-from ioc.storage.offset_ledger import ClaimResult, Position, next_offsets
+from ioc.storage.offset_ledger import ClaimResult, Position
 from streams.agents_sink import findings_of, store_poison
 from streams.alert_publisher import AlertPublisher
 from streams.db_worker import DbWorker
@@ -48,7 +48,7 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
     publisher: list[AlertPublisher] = []
     stats = StageStats("alerts")
     assert settings.kafka_url is not None
-    guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, stats)
+    guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.findings, db, stats)
 
     async def apply_batch(value: bytes, at: Position, jump: bool) -> ClaimResult:
         try:
@@ -83,8 +83,4 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
     p.app.agent(p.findings, name="alerts")(alerts)
     p.app.timer(settings.metrics_interval_s, name="alerts_metrics")(flush_metrics)
 
-    async def offset_tail() -> None:
-        ledger = await db.run(partial(next_offsets, stream=f"{settings.app_id}:{p.topics.findings}"), "read ledger")
-        await guard.check_tail(p.topics.findings, ledger)
-
-    p.app.timer(settings.offset_check_s, name="findings_offset_tail")(offset_tail)
+    p.app.timer(settings.offset_check_s, name="findings_offset_tail")(guard.check_tail)

@@ -13,7 +13,7 @@ import msgspec
 from ioc.models import Finding, FindingBatch
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, decode_batch, write_deadletters
-from ioc.storage.offset_ledger import Claim, ClaimResult, Position, next_offsets
+from ioc.storage.offset_ledger import Claim, ClaimResult, Position
 from ioc.storage.readings_sink import write_readings
 from ioc.storage.sensors_store import load_sensor_entries
 from ioc.wire import decode_envelope
@@ -39,8 +39,8 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     bank: list[DetectorBank] = []
 
     assert settings.kafka_url is not None
-    guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, stats)
-    dl_guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, stats)
+    guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.readings, db, stats)
+    dl_guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.deadletter, dl_db, stats)
 
     async def apply_envelope(value: bytes, at: Position, jump: bool) -> ClaimResult:
         """Store one envelope (claiming its offset), then run the detectors over it."""
@@ -146,12 +146,8 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     p.app.timer(settings.registry_refresh_s, name="registry_refresh")(refresh_registry)
     p.app.timer(settings.silence_check_s, name="silence")(silence_timer)
 
-    async def offset_tails() -> None:
-        for g, topic, worker in ((guard, p.topics.readings, db), (dl_guard, p.topics.deadletter, dl_db)):
-            ledger = await worker.run(partial(next_offsets, stream=f"{settings.app_id}:{topic}"), "read offset ledger")
-            await g.check_tail(topic, ledger)
-
-    p.app.timer(settings.offset_check_s, name="offset_tails")(offset_tails)
+    p.app.timer(settings.offset_check_s, name="readings_offset_tail")(guard.check_tail)
+    p.app.timer(settings.offset_check_s, name="deadletters_offset_tail")(dl_guard.check_tail)
     p.app.agent(p.deadletter, name="deadletters")(deadletters)
     p.app.timer(settings.metrics_interval_s, name="sink_metrics")(flush_metrics)
 

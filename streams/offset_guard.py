@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ioc.retry import Backoff
-from ioc.storage.offset_ledger import Claim, ClaimResult, Position
+from ioc.storage.offset_ledger import Claim, ClaimResult, Position, next_offsets
+from streams.db_worker import DbWorker
 from streams.faust_compat import commit_lost_range
 from streams.pipeline_stats import StageStats
 from streams.topics import bootstrap_servers
@@ -33,12 +35,15 @@ Apply = Callable[[bytes, Position, bool], Awaitable[ClaimResult]]
 
 
 class OffsetGuard:
-    """One per agent; ``read_timeout_s`` bounds one read of a missing range."""
+    """One per agent and topic; ``read_timeout_s``: longest wait for the next record of a missing range."""
 
-    def __init__(self, app: Any, kafka_url: str, group: str, stats: StageStats, *, read_timeout_s: float = 30.0) -> None:
+    def __init__(self, app: Any, kafka_url: str, group: str, topic: str, db: DbWorker, stats: StageStats, *,
+                 read_timeout_s: float = 30.0) -> None:
         self.app = app
         self.kafka_url = kafka_url
-        self.group = group
+        self.topic = topic
+        self.stream = f"{group}:{topic}"  # the ledger's key for this consumer group and topic
+        self.db = db
         self.stats = stats
         self.read_timeout_s = read_timeout_s
         self._reader: AIOKafkaConsumer | None = None
@@ -50,7 +55,7 @@ class OffsetGuard:
 
     def position(self, event: Any) -> Position:
         msg = event.message
-        return Position(f"{self.group}:{msg.topic}", int(msg.partition), int(msg.offset))
+        return Position(self.stream, int(msg.partition), int(msg.offset))
 
     async def apply_in_order(self, event: Any, apply: Apply) -> ClaimResult:
         """Apply the event's record; if earlier ones were never applied, apply those first."""
@@ -60,14 +65,17 @@ class OffsetGuard:
         finally:
             self._busy -= 1
 
-    async def check_tail(self, topic: str, ledger: dict[int, int]) -> None:
-        """A timer's half: records skipped at the *end* of a partition have no later record to
+    async def check_tail(self) -> None:
+        """A timer: records skipped at the *end* of a partition have no later record to
         reveal them. When the broker holds records past the ledger's next offset and the ledger has
         not moved for two ticks while this agent was idle, seek back to it (nothing is in flight
         then, so Faust delivers the refetch)."""
+        if self._busy:
+            return
+        ledger = await self.db.run(partial(next_offsets, stream=self.stream), "read the offset ledger")
         consumer = self.app.consumer
         for tp in list(consumer.assignment()):
-            if tp.topic != topic:
+            if tp.topic != self.topic:
                 continue
             high = consumer.highwater(tp)
             nxt = ledger.get(tp.partition, 0)
@@ -81,7 +89,7 @@ class OffsetGuard:
                 self._stalled.pop(tp, None)
                 self.stats.add("offset_tails_refetched")
                 log.warning("%s[%s]: the broker has offsets up to %s but %s onwards were never applied;"
-                            " fetching again", topic, tp.partition, high - 1, nxt)
+                            " fetching again", self.topic, tp.partition, high - 1, nxt)
                 await consumer.seek(tp, nxt)
 
     async def _apply_in_order(self, event: Any, apply: Apply) -> ClaimResult:
@@ -90,55 +98,58 @@ class OffsetGuard:
         if result.claim is not Claim.AHEAD:
             return result
         msg = event.message
+        log.warning("%s[%s]: got offset %s but %s..%s were never applied; reading them again",
+                    msg.topic, msg.partition, at.offset, result.expected, at.offset - 1)
+        self.stats.add("offset_gaps_filled")
+        expected = result.expected
         backoff = Backoff(base_s=0.5, cap_s=10.0)
-        while True:
+        while expected < at.offset:
             try:
-                missing = await self._read(msg.topic, at.partition, result.expected, at.offset)
-                break
-            except Exception as e:  # noqa: BLE001 - a broker hiccup: retry, never skip
+                async for offset, value in self._read(at.partition, expected, at.offset):
+                    if offset > expected:
+                        self._lost(at.partition, expected, offset)
+                    await apply(value, Position(at.stream, at.partition, offset), offset > expected)
+                    expected = offset + 1
+                if expected < at.offset:  # the broker no longer has the rest of the range
+                    self._lost(at.partition, expected, at.offset)
+                    break
+            except Exception as e:  # noqa: BLE001 - a broker hiccup: retry from what is applied, never skip
                 log.warning("%s[%s]: reading back offsets %s..%s failed (%s); retrying",
-                            msg.topic, msg.partition, result.expected, at.offset - 1, e)
+                            msg.topic, msg.partition, expected, at.offset - 1, e)
                 await self.close()
                 await asyncio.sleep(backoff.next())
-        log.warning("%s[%s]: got offset %s but %s..%s were never applied; applying %s records read again",
-                    msg.topic, msg.partition, at.offset, result.expected, at.offset - 1, len(missing))
-        self.stats.add("offset_gaps_filled")
-        first = missing[0][0] if missing else at.offset
-        if first > result.expected:
-            lost = first - result.expected
-            self.stats.add("offsets_lost", lost)
-            log.error("%s[%s]: offsets %s..%s are no longer on the broker (retention?): %s records lost",
-                      msg.topic, msg.partition, result.expected, first - 1, lost)
-        for k, (offset, value) in enumerate(missing):
-            await apply(value, Position(at.stream, at.partition, offset), k == 0 and offset > result.expected)
         await commit_lost_range(self.app.consumer, msg.tp, result.expected, at.offset - 1)
-        return await apply(event.value, at, not missing)
+        return await apply(event.value, at, expected < at.offset)
 
-    async def _read(self, topic: str, partition: int, start: int, end: int) -> list[tuple[int, bytes]]:
-        """Records ``start <= offset < end`` of one partition, in order (fewer if the broker lost some)."""
+    def _lost(self, partition: int, start: int, end: int) -> None:
+        self.stats.add("offsets_lost", end - start)
+        log.error("%s[%s]: offsets %s..%s are no longer on the broker (retention?): %s records lost",
+                  self.topic, partition, start, end - 1, end - start)
+
+    async def _read(self, partition: int, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
+        """Records ``start <= offset < end`` of one partition, in order, a batch at a time (fewer if
+        the broker lost some); raises if none arrives for ``read_timeout_s``."""
         if self._reader is None:
             self._reader = AIOKafkaConsumer(
                 bootstrap_servers=bootstrap_servers(self.kafka_url), group_id=None, enable_auto_commit=False,
                 auto_offset_reset="earliest", fetch_max_wait_ms=100,
             )
             await self._reader.start()
-        tp = TopicPartition(topic, partition)
+        tp = TopicPartition(self.topic, partition)
         self._reader.assign([tp])
         self._reader.seek(tp, start)
-        out: list[tuple[int, bytes]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.read_timeout_s
-        while loop.time() < deadline:
-            if await self._reader.position(tp) >= end:
-                break
-            batch = await self._reader.getmany(tp, timeout_ms=500, max_records=500)
-            for rec in batch.get(tp, []):
+        while await self._reader.position(tp) < end:
+            batch = (await self._reader.getmany(tp, timeout_ms=500, max_records=500)).get(tp, [])
+            if not batch and loop.time() > deadline:
+                raise TimeoutError(f"no record of {self.topic}[{partition}] {start}..{end - 1} for {self.read_timeout_s} s")
+            for rec in batch:
                 if rec.offset >= end:
-                    return out
-                out.append((rec.offset, bytes(rec.value or b"")))
-        else:
-            raise TimeoutError(f"reading {topic}[{partition}] {start}..{end - 1} took over {self.read_timeout_s} s")
-        return out
+                    return
+                yield rec.offset, bytes(rec.value or b"")
+            if batch:
+                deadline = loop.time() + self.read_timeout_s
 
     async def _on_shutdown(self, app: Any, **_: Any) -> None:
         await self.close()
