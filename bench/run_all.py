@@ -4,7 +4,7 @@ Benches print figures and ratios and never assert timings, so the exit status is
 when a bench crashed (non-zero exit or killed by its timeout). Extra arguments are not passed on:
 run a bench directly to scale it.
 
-    .venv/bin/python bench/run_all.py [--only storage,ingest] [--timeout 900]
+    .venv/bin/python bench/run_all.py [--only storage,ingest,detectors] [--timeout 900]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Cheap, CPU-only benches first, so a broken stack does not hide their figures.
-ORDER = ("bench_ingest.py", "bench_storage.py", "bench_sim.py", "bench_pipeline.py")
+ORDER = ("bench_ingest.py", "bench_detectors.py", "bench_storage.py", "bench_sim.py", "bench_pipeline.py")
 
 
 def main() -> int:

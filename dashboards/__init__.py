@@ -1,1 +1,6 @@
-"""Grafana dashboards as code (grafana-foundation-sdk); built out by the dashboards issue."""
+"""The Grafana wall as code (grafana-foundation-sdk): ``main`` composes, ``common`` holds defaults.
+
+One module per area (overview, traffic, air_noise, flood, health) returns its dashboard; ``aqi``
+generates the VN_AQI SQL, ``macros`` expands Grafana's macros, ``check`` runs every panel's SQL and
+``push`` sends the wall to Grafana.
+"""

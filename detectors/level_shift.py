@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from detectors.common import bounded, check_version, finite, from_iso, iso, make_finding, require
+from detectors.common import BIG, bounded, check_version, finite, from_iso, iso, make_finding, require
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 1
@@ -87,9 +87,18 @@ class LevelShiftDetector:
         metrics = reading.metrics
         k, cap = self.k, 2.0 * self.h
         for metric, floor in self.min_scale.items():
-            v = bounded(metrics.get(metric))
-            if v is None:
-                continue
+            v = metrics.get(metric)
+            if v.__class__ is float:  # the usual case, inline: bounded() costs a call per metric
+                if v - v != 0.0:  # NaN or ±inf
+                    continue
+                if v > BIG:
+                    v = BIG
+                elif v < -BIG:
+                    v = -BIG
+            else:
+                v = bounded(v)
+                if v is None:
+                    continue
             seen = True
             st = self.stats.get(metric)
             if st is None:

@@ -121,6 +121,7 @@ class NoiseLimitDetector:
 
     def reset(self) -> None:
         self.samples: deque[tuple[float, float]] = deque()  # (epoch, dBA) within window and period
+        self.energy: deque[float] = deque()  # 10^(dBA/10) of each sample: not recomputed per reading
         self.period_start: float | None = None
         self.last_ts: float | None = None
         self.level = 0  # 0 within limit, 1 over, 2 over by severe_excess_db
@@ -143,13 +144,16 @@ class NoiseLimitDetector:
         is_day, start = period_of(now, self.offset_s)
         if start != self.period_start:
             self.samples.clear()  # a new period is judged on its own sound only
+            self.energy.clear()
             self.period_start = start
         self.samples.append((now, float(value)))
+        self.energy.append(10.0 ** (float(value) / 10.0))
         while self.samples[0][0] <= now - self.window_s:
             self.samples.popleft()
+            self.energy.popleft()
         if not self.ready:
             return []  # early in a period: keep the current state until there is enough of it
-        level_db = laeq([v for _, v in self.samples])
+        level_db = 10.0 * math.log10(math.fsum(self.energy) / len(self.energy))  # laeq() of the samples
         limit = self.limits[0] if is_day else self.limits[1]
         held = self.level if self.level_period == self.period_start else 0  # a new limit: judge afresh
         new = 0
@@ -199,6 +203,7 @@ class NoiseLimitDetector:
         if state.get("state_version") != STATE_VERSION:
             raise ValueError(f"unsupported NoiseLimitDetector state_version {state.get('state_version')!r}")
         self.samples = deque((float(t), float(v)) for t, v in state["samples"])
+        self.energy = deque(10.0 ** (v / 10.0) for _, v in self.samples)
         self.period_start = None if state.get("period_start") is None else float(state["period_start"])
         self.last_ts = None if state.get("last_ts") is None else float(state["last_ts"])
         self.level = int(state["level"])

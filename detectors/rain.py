@@ -27,7 +27,7 @@ from typing import Any
 
 from ioc.models import Finding, Reading
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: one 24 h window (the 1 h and 3 h ones are its tail), times relative to last_ts
 #: (lower bound mm/24h, Vietnamese, English) in rising order; mưa nhỏ below the first.
 CATEGORIES_24H: tuple[tuple[float, str, str], ...] = (
     (0.0, "mưa nhỏ", "light rain"),
@@ -109,7 +109,11 @@ class RainAccumulationDetector:
         self.reset()
 
     def reset(self) -> None:
-        self.windows: list[deque[tuple[float, float]]] = [deque() for _ in WINDOWS_S]
+        #: the rainy readings (mm > 0) of the last 24 h, oldest first; the 1 h and 3 h windows are
+        #: their newest ``counts[0]`` and ``counts[1]`` (one list, not three copies)
+        self.times: deque[float] = deque()
+        self.amounts: deque[float] = deque()
+        self.counts = [0, 0, 0]
         self.sums = [0.0 for _ in WINDOWS_S]
         self.last_ts: float | None = None
         self.last_total: float | None = None  # cumulative gauges: the previous running total
@@ -142,15 +146,27 @@ class RainAccumulationDetector:
         if mm is None or mm > self.max_interval_mm:
             return []
         self.last_ts = now
-        for k, span in enumerate(WINDOWS_S):
-            win = self.windows[k]
+        times, amounts, counts, sums = self.times, self.amounts, self.counts, self.sums
+        if mm > 0:
+            times.append(now)
+            amounts.append(mm)
+        size = len(times)
+        for k in (0, 1, 2):  # the same additions and subtractions, in the same order, as one deque per window
+            c = counts[k]
             if mm > 0:
-                win.append((now, mm))
-                self.sums[k] += mm
-            while win and win[0][0] <= now - span:
-                self.sums[k] -= win.popleft()[1]
-            if not win:
-                self.sums[k] = 0.0  # no float residue once the window is empty
+                sums[k] += mm
+                c += 1
+            cutoff = now - WINDOWS_S[k]
+            while c and times[size - c] <= cutoff:
+                sums[k] -= amounts[size - c]
+                c -= 1
+            if not c:
+                sums[k] = 0.0  # no float residue once the window is empty
+            counts[k] = c
+        while size > counts[2]:  # out of the 24 h window: gone
+            times.popleft()
+            amounts.popleft()
+            size -= 1
         mm_1h, mm_3h, mm_24h = (round(max(0.0, s), 6) for s in self.sums)  # 0.2 mm tips: no 99.99999
         self.rank_24h = _rank(mm_24h, LEVELS_24H, self.rank_24h, self.hold_fraction)
         self.rank_3h = _rank(mm_3h, LEVELS_3H, self.rank_3h, self.hold_fraction)
@@ -194,11 +210,15 @@ class RainAccumulationDetector:
                        msg, detail=detail, score=score, message_en=msg_en)
 
     def to_state(self) -> dict[str, Any]:
+        last = self.last_ts
         return {
             "state_version": STATE_VERSION,
-            "windows": [[list(p) for p in w] for w in self.windows],
+            # seconds before last_ts (exact: both are epochs less than a day apart), whole seconds as ints
+            "ago_s": [_compact(last - t) for t in self.times] if last is not None else [],
+            "mm": list(self.amounts),
+            "counts": list(self.counts),
             "sums": list(self.sums),
-            "last_ts": self.last_ts,
+            "last_ts": last,
             "last_total": self.last_total,
             "rank": self.rank,
             "rank_24h": self.rank_24h,
@@ -208,13 +228,27 @@ class RainAccumulationDetector:
     def from_state(self, state: dict[str, Any]) -> None:
         if state.get("state_version") != STATE_VERSION:
             raise ValueError(f"unsupported RainAccumulationDetector state_version {state.get('state_version')!r}")
-        self.windows = [deque((float(t), float(mm)) for t, mm in w) for w in state["windows"]]
+        last = None if state.get("last_ts") is None else float(state["last_ts"])
+        ago, mm = state["ago_s"], state["mm"]
+        counts = [int(c) for c in state["counts"]]
+        if len(ago) != len(mm) or len(counts) != 3 or not 0 <= counts[0] <= counts[1] <= counts[2] == len(mm):
+            raise ValueError("rain state: ago_s, mm and counts do not describe one window")
+        if ago and last is None:
+            raise ValueError("rain state: a window without last_ts")
+        self.times = deque(last - float(a) for a in ago) if last is not None else deque()
+        self.amounts = deque(float(x) for x in mm)
+        self.counts = counts
         self.sums = [float(s) for s in state["sums"]]
-        self.last_ts = None if state.get("last_ts") is None else float(state["last_ts"])
+        self.last_ts = last
         self.last_total = None if state.get("last_total") is None else float(state["last_total"])
         self.rank = int(state["rank"])
         self.rank_24h = int(state["rank_24h"])
         self.rank_3h = int(state["rank_3h"])
+
+
+def _compact(x: float) -> float | int:
+    """A whole number of seconds as an int (shorter JSON, the same value)."""
+    return int(x) if x.is_integer() and abs(x) < 2**53 else x
 
 
 def _vn(x: float) -> str:

@@ -59,6 +59,7 @@ class RateOfChangeDetector:
         require(adopt_after >= 2, f"adopt_after must be >= 2, got {adopt_after}")
         self.sensor_id = sensor_id
         self.limits = {m: RateLimit(*(float(x) for x in lim)) for m, lim in limits.items()}
+        self._items = [(m, lim.max_step, lim.rise_per_h, lim.fall_per_h) for m, lim in self.limits.items()]
         self.clear_after = clear_after
         self.adopt_after = adopt_after
         self.severity = severity
@@ -86,24 +87,25 @@ class RateOfChangeDetector:
         worst: tuple[float, str, float, float] | None = None
         seen = False
         metrics = reading.metrics
-        for metric, lim in self.limits.items():
+        refs = self.refs
+        for metric, step, rise, fall in self._items:
             v = metrics.get(metric)
             if v is None or not isfinite(v):
                 continue
             seen = True
-            st = self.refs.get(metric)
+            st = refs.get(metric)
             if st is None:
-                self.refs[metric] = [v, t, 0.0, 0.0, 0.0]
+                refs[metric] = [v, t, 0.0, 0.0, 0.0]
                 continue
             dv = v - st[0]
-            allowed = self._allowed(lim, dv, t - st[1])
+            allowed = step + (rise if dv > 0 else fall) * (t - st[1]) / 3600.0  # _allowed(), inline
             if abs(dv) <= allowed:
                 st[0], st[1], st[4] = v, t, 0.0
                 continue
             score = excess_score(dv, allowed)
             if worst is None or score > worst[0]:
                 worst = (score, metric, v, allowed)
-            if st[4] > 0 and abs(v - st[2]) <= self._allowed(lim, v - st[2], t - st[3]):
+            if st[4] > 0 and abs(v - st[2]) <= self._allowed(self.limits[metric], v - st[2], t - st[3]):
                 st[2], st[3], st[4] = v, t, st[4] + 1
             else:
                 st[2], st[3], st[4] = v, t, 1.0

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from detectors.common import (
+    BIG,
     bounded,
     calm_long_enough,
     check_version,
@@ -99,9 +100,18 @@ class RobustZScoreDetector:
         metrics = reading.metrics
         warmup, z_on, clip = self.warmup, self.z_on, self.clip
         for metric, floor in self.min_scale.items():
-            v = bounded(metrics.get(metric))
-            if v is None:
-                continue
+            v = metrics.get(metric)
+            if v.__class__ is float:  # the usual case, inline: bounded() costs a call per metric
+                if v - v != 0.0:  # NaN or ±inf
+                    continue
+                if v > BIG:
+                    v = BIG
+                elif v < -BIG:
+                    v = -BIG
+            else:
+                v = bounded(v)
+                if v is None:
+                    continue
             seen = True
             st = self.stats.get(metric)
             if st is None:

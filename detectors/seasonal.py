@@ -7,19 +7,28 @@ used once it has seen ``min_visits`` hours of data, so the detector is warm afte
 profile) and sharper after a few weeks (weekly profile). The bins learn with memory of
 ``memory_visits`` hours of data each, winsorised, and anomalous readings are learned clipped so an
 episode does not become the new normal. A finding needs ``persist`` readings beyond ``z_on``.
+
+Cost. Within one local hour only that hour's weekly and daily bin change, so they are worked on
+in a small "hot" record and folded back into the 192-bin profile when the hour moves on. The
+profile (the bulk of the state) therefore changes once an hour: it is encoded (float32, visit
+counts capped where they stop mattering, byte planes deflated, base64) once per hour, not at every
+state write. Everything is stored as float32 and the live detector computes on exactly those
+values, so a restarted detector carries on bit for bit.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import sys
+import zlib
 from array import array
 from collections.abc import Mapping
 from typing import Any
 
 from detectors.common import (
+    BIG,
     LOCAL_UTC_OFFSET_S,
-    bounded,
     calm_long_enough,
     check_version,
     finite,
@@ -30,26 +39,89 @@ from detectors.common import (
 )
 from ioc.models import Finding, Reading
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: hot bins + a deflated, hourly profile (1 stored the whole profile raw)
 _SIGMA_PER_MAD = 1.2533
+_WEEK, _DAY = 168, 24
 
 
-def _encode(a: array[float]) -> str:
-    """float32 little-endian, base64 (portable across hosts)."""
-    if sys.byteorder == "big":
-        a = array("f", a)
+def _planes(a: array[Any]) -> bytes:
+    """Little-endian bytes of ``a`` regrouped by byte position: exponents and high mantissa bytes of
+    similar floats line up and deflate well, the noisy low bytes stay apart."""
+    if a.itemsize > 1 and sys.byteorder == "big":  # store little-endian on every host
+        a = array(a.typecode, a)
         a.byteswap()
-    return base64.b64encode(a.tobytes()).decode("ascii")
+    raw = a.tobytes()
+    k = a.itemsize
+    return b"".join(raw[j::k] for j in range(k))
 
 
-def _decode(s: str) -> array[float]:
-    a = array("f")
-    raw = base64.b64decode(s) if s else b""
-    if len(raw) % 4 == 0:
-        a.frombytes(raw)
-        if sys.byteorder == "big":
-            a.byteswap()
+def _unplanes(raw: bytes, typecode: str, n: int) -> array[Any]:
+    a = array(typecode)
+    k = a.itemsize
+    if len(raw) != n * k:
+        raise ValueError(f"seasonal profile: expected {n * k} bytes, got {len(raw)}")
+    inter = bytearray(n * k)
+    for j in range(k):
+        inter[j::k] = raw[j * n:(j + 1) * n]
+    a.frombytes(bytes(inter))
+    if k > 1 and sys.byteorder == "big":
+        a.byteswap()
     return a
+
+
+class _Metric:
+    """One metric's profile: ``w`` (168) and ``d`` (24) bins of [mean, mad, n] (float32), and the hot
+    record of the bins of hour-of-week ``how``: [w mean, w mad, w n, d mean, d mad, d n]."""
+
+    __slots__ = ("w", "d", "hot", "how", "run", "blob")
+
+    def __init__(self, weekly: bool) -> None:
+        self.w = array("f", bytes(4 * _WEEK * 3 if weekly else 0))
+        self.d = array("f", bytes(4 * _DAY * 3))
+        self.hot = array("f", bytes(4 * 6))
+        self.how = -1  # no hot bins yet
+        self.run = 0.0  # readings in a row beyond z_on
+        self.blob: str | None = None  # the encoded profile, while it is unchanged
+
+    def move_to(self, how: int) -> None:
+        """Fold the hot bins back into the profile and take up the bins of ``how``."""
+        w, d, hot = self.w, self.d, self.hot
+        if self.how >= 0:
+            i = (self.how % _DAY) * 3
+            d[i:i + 3] = hot[3:6]
+            if w:
+                i = self.how * 3
+                w[i:i + 3] = hot[0:3]
+            self.blob = None
+        i = (how % _DAY) * 3
+        hot[3:6] = d[i:i + 3]
+        if w:
+            i = how * 3
+            hot[0:3] = w[i:i + 3]
+        self.how = how
+
+    def encode(self, cap: float) -> str:
+        """The profile (hot bins excluded) as text: means and MADs float32, counts uint16 (capped)."""
+        if self.blob is None:
+            prof = self.w + self.d
+            counts = array("H", (int(min(n, cap)) for n in prof[2::3]))
+            payload = _planes(array("f", prof[0::3]) + array("f", prof[1::3])) + _planes(counts)
+            self.blob = base64.b64encode(zlib.compress(payload, 6)).decode("ascii")
+        return self.blob
+
+    def decode(self, blob: str) -> None:
+        n = (len(self.w) + len(self.d)) // 3
+        try:
+            raw = zlib.decompress(base64.b64decode(blob, validate=True))
+        except (ValueError, zlib.error) as e:
+            raise ValueError(f"seasonal profile is not valid deflated base64: {e}") from e
+        values = _unplanes(raw[:8 * n], "f", 2 * n)
+        counts = _unplanes(raw[8 * n:], "H", n)
+        prof = array("f", bytes(4 * 3 * n))
+        prof[0::3], prof[1::3], prof[2::3] = values[:n], values[n:], array("f", counts)
+        nw = len(self.w)
+        self.w, self.d = prof[:nw], prof[nw:]
+        self.blob = blob
 
 
 class SeasonalBaselineDetector:
@@ -93,9 +165,17 @@ class SeasonalBaselineDetector:
         require(persist >= 1 and clear_after >= 1 and clip > 0, "persist, clear_after >= 1 and clip > 0 are required")
         self.sensor_id = sensor_id
         self.min_scale = {m: float(s) for m, s in min_scale.items()}
+        self._items = list(self.min_scale.items())
         per_hour = max(1.0, 3600.0 / interval_s)
         self.min_n = min_visits * per_hour
         self.min_alpha = 1.0 / (memory_visits * per_hour)
+        # A bin's count past this changes nothing (it is trusted and learns at min_alpha), so the
+        # stored count is capped here: the same behaviour, and a profile that stays small.
+        cap = max(1, math.ceil(self.min_n), math.ceil(1.0 / self.min_alpha) - 1)
+        while (cap + 1) * self.min_alpha < 1.0:
+            cap += 1
+        require(cap <= 65535, f"{sensor_id}: memory_visits × readings per hour must stay below 65535 readings")
+        self.count_cap = float(cap)
         self.interval_s = float(interval_s)
         self.z_on = z_on
         self.z_off = z_off
@@ -108,46 +188,49 @@ class SeasonalBaselineDetector:
         self.reset()
 
     def reset(self) -> None:
-        # metric -> {"w": [mean, mad, n] * 168 flattened, "d": [mean, mad, n] * 24, "run": [n]}, float32:
-        # the state is these bytes (base64), ~3 KB per metric instead of ~8 KB of JSON numbers, and the
-        # live detector computes on exactly what a restarted one will read back
-        self.bins: dict[str, dict[str, array[float]]] = {}
+        self.bins: dict[str, _Metric] = {}
         self.active = False
         self.ok_run = 0
         self.last_t: float | None = None
 
     @property
     def ready(self) -> bool:
-        return any(max(b["d"][2::3]) >= self.min_n for b in self.bins.values())
-
-    def _new(self) -> dict[str, array[float]]:
-        return {"w": array("f", bytes(4 * 168 * 3 if self.weekly else 0)), "d": array("f", bytes(4 * 24 * 3)),
-                "run": array("f", bytes(4))}
+        return any(max(max(b.d[2::3]), b.hot[5]) >= self.min_n for b in self.bins.values())
 
     def update(self, reading: Reading) -> list[Finding]:
         t = reading.ts.timestamp()
         if self.last_t is not None and t <= self.last_t:
             return []
         how = hour_of_week(t, self.utc_offset_s)
-        iw, idy = how * 3, (how % 24) * 3
         best: tuple[float, str, float, float] | None = None
         calm = True
         seen = False
         metrics = reading.metrics
-        min_alpha = self.min_alpha
-        for metric, floor in self.min_scale.items():
-            v = bounded(metrics.get(metric))
-            if v is None:
+        min_alpha, min_n, cap, weekly = self.min_alpha, self.min_n, self.count_cap, self.weekly
+        z_on, z_off, clip = self.z_on, self.z_off, self.clip
+        for metric, floor in self._items:
+            v = metrics.get(metric)
+            if v.__class__ is not float:
+                v = finite(v)  # None, bool, int, str …: the slow, careful path
+                if v is None:
+                    continue
+            elif v - v != 0.0:  # NaN or ±inf
                 continue
+            if v > BIG:
+                v = BIG
+            elif v < -BIG:
+                v = -BIG
             seen = True
             b = self.bins.get(metric)
             if b is None:
-                b = self.bins[metric] = self._new()
-            w, d, run = b["w"], b["d"], b["run"]
-            if self.weekly and w[iw + 2] >= self.min_n:
-                mean, mad, warm = w[iw], w[iw + 1], True
-            elif d[idy + 2] >= self.min_n:
-                mean, mad, warm = d[idy], d[idy + 1], True
+                b = self.bins[metric] = _Metric(weekly)
+            if b.how != how:
+                b.move_to(how)
+            hot = b.hot
+            if weekly and hot[2] >= min_n:
+                mean, mad, warm = hot[0], hot[1], True
+            elif hot[5] >= min_n:
+                mean, mad, warm = hot[3], hot[4], True
             else:
                 mean, mad, warm = 0.0, 0.0, False
             s = floor
@@ -156,27 +239,27 @@ class SeasonalBaselineDetector:
                 if s < floor:
                     s = floor
                 z = abs(v - mean) / s
-                if z >= self.z_on:
-                    run[0] += 1.0
-                    if run[0] >= self.persist and (best is None or z > best[0]):
+                if z >= z_on:
+                    b.run += 1.0
+                    if b.run >= self.persist and (best is None or z > best[0]):
                         best = (z, metric, v, mean)
                 else:
-                    run[0] = 0.0
-                if z > self.z_off:
+                    b.run = 0.0
+                if z > z_off:
                     calm = False
-            c = self.clip * s
-            for arr, i in ((w, iw), (d, idy)) if self.weekly else ((d, idy),):
-                n = arr[i + 2] + 1.0
+            c = clip * s
+            for i in (0, 3) if weekly else (3,):
+                n = hot[i + 2] + 1.0
                 if n == 1.0:
-                    arr[i], arr[i + 2] = v, 1.0
+                    hot[i], hot[i + 2] = v, 1.0
                     continue
                 a = 1.0 / n if n * min_alpha < 1.0 else min_alpha
-                r = v - arr[i]
+                r = v - hot[i]
                 if warm:  # winsorise once the bin is trusted, so an episode is learned clipped
                     r = c if r > c else (-c if r < -c else r)
-                arr[i] += a * r
-                arr[i + 1] += a * ((r if r >= 0 else -r) - arr[i + 1])
-                arr[i + 2] = n
+                hot[i] += a * r
+                hot[i + 1] += a * ((r if r >= 0 else -r) - hot[i + 1])
+                hot[i + 2] = n if n < cap else cap
         if not seen:
             return []
         self.last_t = t
@@ -197,17 +280,21 @@ class SeasonalBaselineDetector:
         if not calm_long_enough(self, calm):
             return []
         metric = next(m for m in self.min_scale if finite(metrics.get(m)) is not None)
+        value = finite(metrics[metric]) or 0.0
         return [make_finding(
             sensor_id=self.sensor_id, rule=self.rule, kind="anomaly", family="anomaly", metric=metric,
-            ts=reading.ts, severity=None, value=float(bounded(metrics[metric]) or 0.0), threshold=None, score=0.0,
+            ts=reading.ts, severity=None, value=max(-BIG, min(BIG, value)), threshold=None, score=0.0,
             message=f"{self.sensor_id}: giá trị đã trở lại mức thường lệ theo giờ",
             message_en=f"{self.sensor_id}: values are back to the usual level for the hour",
         )]
 
     def to_state(self) -> dict[str, Any]:
+        """``profile`` (the 192 bins, hot ones excluded) changes once an hour; the rest every reading."""
+        cap = self.count_cap
         return {
             "state_version": STATE_VERSION,
-            "bins": {m: {k: _encode(v) for k, v in b.items()} for m, b in self.bins.items()},
+            "profile": {m: b.encode(cap) for m, b in self.bins.items()},
+            "hot": {m: [b.how, b.run, *b.hot] for m, b in self.bins.items()},
             "active": self.active,
             "ok_run": self.ok_run,
             "last_t": self.last_t,
@@ -215,16 +302,19 @@ class SeasonalBaselineDetector:
 
     def from_state(self, state: dict[str, Any]) -> None:
         check_version(state, STATE_VERSION, "SeasonalBaselineDetector")
-        bins: dict[str, dict[str, array[float]]] = {}
-        for m, b in state["bins"].items():
+        bins: dict[str, _Metric] = {}
+        hot = state["hot"]
+        for m, blob in state["profile"].items():
             if m not in self.min_scale:
                 continue
-            fresh = self._new()
-            for key in fresh:
-                got = _decode(b.get(key, ""))
-                if len(got) == len(fresh[key]):
-                    fresh[key] = got
-            bins[m] = fresh
+            b = _Metric(self.weekly)
+            b.decode(str(blob))
+            h = hot[m]
+            if len(h) != 8:
+                raise ValueError(f"seasonal hot record of {m} needs 8 numbers, got {len(h)}")
+            b.how, b.run = int(h[0]), float(h[1])
+            b.hot = array("f", (float(x) for x in h[2:]))
+            bins[m] = b
         self.bins = bins
         self.active = bool(state["active"])
         self.ok_run = int(state["ok_run"])

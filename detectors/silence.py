@@ -80,11 +80,16 @@ class SilenceDetector:
         self.last_seen: datetime | None = None
         self.silent = False
         self.slack_s = 0.0  # recent worst delivery delay (received - ts), decaying; only with ingest times
+        self._after_slack = math.nan  # the slack ``_after`` was built for (not state: derived)
+        self._after = timedelta(0)
 
     @property
     def after(self) -> timedelta:
         """Silence threshold: k intervals plus the delivery delay this sensor has shown lately."""
-        return timedelta(seconds=self.base_after_s + min(self.slack_s, self.max_slack_s))
+        if self.slack_s != self._after_slack:  # built once per slack value, not once per reading
+            self._after_slack = self.slack_s
+            self._after = timedelta(seconds=self.base_after_s + min(self.slack_s, self.max_slack_s))
+        return self._after
 
     @property
     def ready(self) -> bool:

@@ -35,6 +35,7 @@ LEVELS: tuple[tuple[str, str, float], ...] = (
     ("jam", "ùn tắc", 0.0),
 )
 DEFAULT_SEVERITY: dict[int, str | None] = {0: None, 1: None, 2: "warning", 3: "critical"}
+_N_LEVELS = len(LEVELS)
 
 
 class TrafficCongestionDetector:
@@ -127,29 +128,40 @@ class TrafficCongestionDetector:
             self.samples.popleft()
         if len(self.samples) < self.min_points:
             return []
-        speeds = sorted(v for _, v in self.samples)
+        speeds = sorted([v for _, v in self.samples])
         mid = len(speeds) // 2
         median = speeds[mid] if len(speeds) % 2 else 0.5 * (speeds[mid - 1] + speeds[mid])
         candidate = self._candidate(median)
-        for k in range(len(LEVELS)):
-            w, b = self.worse_since[k], self.better_since[k]
-            self.worse_since[k] = (now if w is None else w) if candidate >= k else None
-            self.better_since[k] = (now if b is None else b) if candidate <= k else None
-        held = [k for k in range(self.level + 1, len(LEVELS)) if self._held(self.worse_since[k], now, self.sustain_s)]
-        if not held:
-            held = [k for k in range(self.level - 1, -1, -1)
-                    if self._held(self.better_since[k], now, self.clear_after_s)]
-        if not held:
+        worse, better = self.worse_since, self.better_since
+        for k in range(_N_LEVELS):
+            if candidate >= k:
+                if worse[k] is None:
+                    worse[k] = now
+            else:
+                worse[k] = None
+            if candidate <= k:
+                if better[k] is None:
+                    better[k] = now
+            else:
+                better[k] = None
+        level = self.level
+        new = -1  # the worst sustained worse level, else the best sustained better one
+        for k in range(level + 1, _N_LEVELS):
+            since = worse[k]
+            if since is not None and now - since >= self.sustain_s:
+                new = k
+        if new < 0:
+            for k in range(level - 1, -1, -1):
+                since = better[k]
+                if since is not None and now - since >= self.clear_after_s:
+                    new = k
+        if new < 0:
             return []
-        before, self.level = self.level, held[-1]  # the worst sustained level, or the best sustained one
+        before, self.level = level, new
         if self.severity[before] == self.severity[self.level]:
             return []  # e.g. free <-> slow: no alert either side
         since = self.worse_since[self.level] if self.level > before else self.better_since[self.level]
         return [self._finding(reading, median, 0.0 if since is None else now - since)]
-
-    @staticmethod
-    def _held(since: float | None, now: float, duration: float) -> bool:
-        return since is not None and now - since >= duration
 
     def _finding(self, reading: Reading, median: float, span_s: float) -> Finding:
         name, vi, _ = LEVELS[self.level]

@@ -262,10 +262,13 @@ class VnAqiDetector:
         now = reading.ts.timestamp()
         if self.last_ts is not None and now <= self.last_ts:
             return []  # duplicate or late: the hour's mean already has newer data
-        clean = {
-            m: float(v) for m, v in reading.metrics.items()
-            if m in HOURLY_COLUMN and isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= MAX_PLAUSIBLE[m]
-        }
+        clean: dict[str, float] = {}
+        for m, v in reading.metrics.items():
+            top = MAX_PLAUSIBLE.get(m)  # None: not a pollutant of the index
+            if top is None or not (v.__class__ is float or isinstance(v, int | float)):
+                continue
+            if v - v == 0.0 and 0 <= v <= top:  # finite (NaN and ±inf fail), plausible
+                clean[m] = float(v)
         if not clean:
             return []
         self.last_ts = now

@@ -13,7 +13,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ioc.cli_alerts import alerts as alerts_group
+from ioc.cli_dashboards import dashboards_group
 from ioc.cli_detect import detect_file_cmd
+from ioc.cli_report import report_cmd
 from ioc.cli_score import score_cmd
 from ioc.cli_train import train as train_cmd
 from ioc.errors import IocError
@@ -183,46 +186,6 @@ def deadletters_replay(reason: str | None, limit: int) -> None:
 
 
 # ---------------------------------------------------------------- alerts
-@cli.group()
-def alerts() -> None:
-    """Active alerts for emergency staff."""
-
-
-@alerts.command("list")
-def alerts_list() -> None:
-    """Show active (open or acknowledged) alerts."""
-    from ioc.storage.alerts_store import active_alerts
-    from ioc.storage.db import connect
-
-    s = _settings()
-    s.require("database_url")
-    with connect(s.database_url or "") as conn:
-        rows = active_alerts(conn)
-    t = Table(title="active alerts")
-    for c in ("id", "severity", "kind", "sensor", "state", "opened", "value", "message"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(str(r[0]), r[1], r[2], r[3], r[5], r[6].isoformat(timespec="minutes"), f"{r[7]:.2f}", r[9])
-    console.print(t)
-
-
-@alerts.command("ack")
-@click.argument("alert_id", type=int)
-@option("--by", required=True, help="Who acknowledges (name or role).")
-def alerts_ack(alert_id: int, by: str) -> None:
-    """Acknowledge an open alert."""
-    from ioc.storage.alerts_store import acknowledge
-    from ioc.storage.db import connect
-
-    s = _settings()
-    s.require("database_url")
-    with connect(s.database_url or "") as conn:
-        change = acknowledge(conn, alert_id, by)
-    if change is None:
-        raise IocError(f"alert {alert_id} is not open")
-    console.print(f"alert {alert_id} acknowledged by {by}")
-
-
 @cli.command("config")
 def config_cmd() -> None:
     """Print the effective settings (secrets masked)."""
@@ -242,6 +205,9 @@ _register_plugins(cli)
 cli.add_command(train_cmd)
 cli.add_command(detect_file_cmd)
 cli.add_command(score_cmd)
+cli.add_command(dashboards_group)
+cli.add_command(report_cmd)
+cli.add_command(alerts_group)
 
 
 def main(argv: list[str] | None = None) -> Any:

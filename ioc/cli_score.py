@@ -143,7 +143,12 @@ def render(report: ScoreReport, console: Console) -> None:
         help="Write one PNG per labelled event (series, thresholds, label, each finding) under DIR/<scenario>/.")
 @option("--seed", type=int, default=None, envvar="IOC_SCORE_SEED",
         help="Override the scenarios' own seeds.")
-def score_cmd(scenario: str, as_json: bool, plot_dir: Path | None, seed: int | None) -> None:
+@option("--e2e", is_flag=True, default=False, envvar="IOC_SCORE_E2E",
+        help="Replay through the real pipeline (local stack, bridge, worker) and compare with the in-process run.")
+@option("--seconds", type=click.FloatRange(5, 3600), default=120.0, show_default=True, envvar="IOC_SCORE_SECONDS",
+        help="--e2e: how long publishing each scenario should take (the replay speed).")
+def score_cmd(scenario: str, as_json: bool, plot_dir: Path | None, seed: int | None, e2e: bool,
+              seconds: float) -> None:
     """Score the detectors against labelled scenarios, in-process through the worker's detector stage.
 
     Per event kind: precision, recall, F1, false alerts per sensor-day, median and p90 detection delay,
@@ -152,6 +157,9 @@ def score_cmd(scenario: str, as_json: bool, plot_dir: Path | None, seed: int | N
     names = scenario_names(scenario)
     err = Console(stderr=True)
     out = Console(width=None if sys.stdout.isatty() else 200)
+    if e2e:
+        _score_e2e(names, seed, seconds, as_json, err, out)
+        return
     began = time.perf_counter()
     with err.status("scoring…") as status:
         def progress(name: str, sc: ScenarioScore | None) -> None:
@@ -166,3 +174,43 @@ def score_cmd(scenario: str, as_json: bool, plot_dir: Path | None, seed: int | N
         click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=1))
     else:
         render(report, out)
+
+
+def _score_e2e(names: list[str], seed: int | None, seconds: float, as_json: bool, err: Console,
+               out: Console) -> None:
+    from ioc.score_e2e import count_events, incident_lines, run_e2e
+    from ioc.scoring import score_run
+
+    results = []
+    disagree = False
+    for name in names:
+        res = run_e2e(name, seconds=seconds, seed=seed, progress=err.log)
+        e2e_score, inproc_score = score_run(res.run, name), score_run(res.inprocess, name)
+        results.append((name, res, e2e_score, inproc_score))
+        disagree |= not res.agreement.agree
+    if as_json:
+        click.echo(json.dumps([{
+            "scenario": name, "e2e": e.to_json(), "in_process": i.to_json(), "agreement": r.agreement.to_json(),
+            "published": r.published, "stored": r.stored, "deadlettered": r.deadlettered,
+            "alert_events": dict(count_events(r.incidents)),
+            "incidents": [dict(zip(("alert_id", "kind", "members", "peak", "timeline"), row, strict=True))
+                          for row in incident_lines(r.incidents, r.offset_s)],
+        } for name, r, e, i in results], ensure_ascii=False, indent=1, default=str))
+    else:
+        for name, r, e, _i in results:
+            out.print(kinds_table(f"ioc score --e2e --scenario {name}: {r.published} published, {r.stored} stored, "
+                                  f"{r.deadlettered} dead-lettered, {e.findings} findings", e.kinds, CAPTION))
+            a = r.agreement
+            verdict = "[green]agree[/]" if a.agree else "[red]DISAGREE[/]"
+            out.print(f"in-process vs e2e: {verdict}: {a.matched} findings matched, {len(a.only_inprocess)} only "
+                      f"in-process, {len(a.only_e2e)} only e2e (silence within {a.silence_tolerance_s:.0f} s)")
+            for line in (a.only_inprocess[:10] + a.only_e2e[:10]):
+                out.print(f"  {line}")
+            t = Table(title=f"{name}: alerts the pipeline opened (scenario time)")
+            for c in ("id", "kind", "members", "peak", "timeline"):
+                t.add_column(c)
+            for row in incident_lines(r.incidents, r.offset_s):
+                t.add_row(*row)
+            out.print(t)
+    if disagree:
+        raise click.exceptions.Exit(1)

@@ -55,8 +55,10 @@ a drift by an anomaly, range or spike alert on the drifting metric (no detector 
 truth or label of its sensor (1 h before, 6 h after) or a storm of the scenario; its recall is not
 defined. Precision = matched alerts / alerts; recall = detected truths / truths; false alerts per
 sensor-day = unmatched alerts / (sensors × days of the scenario). A false hazard alert raised while
-a health alert of the same sensor is open is also counted as *muted*: an inhibition stage would
-drop it (the alerts stage has none yet, so it still counts as false).
+a health alert of the same sensor is open is also counted as *muted*. Findings pass through the
+alerts stage's rules first (:class:`ioc.alerting.conditions.CountedConditions`: severity mapping,
+and inhibition, which takes a sensor's hazards out while it has a health fault), so only what
+would page someone is scored.
 
 Scoring every bundled scenario takes about 1.5–2 minutes on one core, most of it in the detectors
 themselves (each envelope writes every touched sensor's state, as the worker does).
@@ -83,6 +85,8 @@ import numpy as np
 
 from detectors.noise import QCVN26_2010_LIMITS, laeq, period_of
 from detectors.vn_aqi import HOURLY_COLUMN, PM_METRICS, hourly_aqi, nowcast
+from ioc.alerting.conditions import CountedConditions
+from ioc.alerting.rules import load_rules
 from ioc.domain import SEVERITIES
 from ioc.models import Finding, Reading
 from ioc.settings import Settings
@@ -421,6 +425,11 @@ def quantile(values: Sequence[float], q: float) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------- episodes
+
+
+def counted(findings: Iterable[Finding]) -> list[Finding]:
+    """What the alerts stage counts: the default rules' severity mapping and inhibition applied."""
+    return CountedConditions(load_rules()).apply_all(findings)
 
 
 def episodes(findings: Iterable[Finding]) -> list[Episode]:
@@ -895,7 +904,7 @@ def score_run(run: Run, name: str | None = None) -> ScenarioScore:
     sensor_days = len(sim.series) * (t1 - t0) / 86400.0
     levels = {sid: [k for k in (1, 2, 3) if (e.alarm_levels or {}).get(f"bd{k}") is not None]
               for sid, e in run.sensors.items()}
-    alerts = alerts_of(episodes(run.findings), t1, levels)
+    alerts = alerts_of(episodes(counted(run.findings)), t1, levels)
     truths = truths_of(run)
     storms = [(ev.start.timestamp(), ev.end.timestamp()) for ev in sim.scenario.events if isinstance(ev, Storm)]
     health = [a for a in alerts if a.rule in HEALTH_RULES]

@@ -8,9 +8,11 @@ stable reason code, which is what the dead-letter store and the per-reason count
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import msgspec
 
@@ -18,12 +20,23 @@ from ioc.domain import KIND_METRICS, MAX_PAYLOAD_BYTES, READINGS_TOPIC_PREFIX
 from ioc.errors import PayloadRejected
 
 
+#: A sequence number fits a signed 64-bit integer: JSON allows any size, and a 10**400 would
+#: overflow the float arithmetic the clock-skew detector does with it.
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+#: What an auto-registered sensor id may look like. It becomes a registry row, a label on the
+#: walls and part of MQTT topics, so the unknown get a conservative alphabet; ids an operator
+#: registered are trusted as they are.
+AUTO_SENSOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 class PayloadV1(msgspec.Struct, forbid_unknown_fields=True):
     """The JSON a sensor publishes. Labels never travel in payloads."""
 
     sensor_id: str
     ts: datetime
-    seq: int
+    seq: Seq
     metrics: dict[str, float]
 
 
@@ -111,9 +124,10 @@ def validate(
     kind, topic_sensor = parse_topic(topic)
     try:
         p = _payload_decoder.decode(raw)
-    except msgspec.DecodeError as e:
-        reason = "bad_json" if "malformed" in str(e).lower() or "truncated" in str(e).lower() else "bad_schema"
-        raise PayloadRejected(reason, str(e)[:200]) from e
+    except msgspec.ValidationError as e:  # JSON, but not PayloadV1 (a subclass: caught first)
+        raise PayloadRejected("bad_schema", str(e)[:200]) from e
+    except msgspec.DecodeError as e:  # not JSON at all: malformed, truncated, not UTF-8
+        raise PayloadRejected("bad_json", str(e)[:200]) from e
     if p.sensor_id != topic_sensor:
         raise PayloadRejected(
             "sensor_mismatch", f"payload sensor_id {p.sensor_id[:64]!r} != topic {topic_sensor[:64]!r}"
@@ -123,8 +137,12 @@ def validate(
     info = sensors(p.sensor_id)
     if info is None and not policy.auto_register:
         raise PayloadRejected("unknown_sensor", f"sensor {p.sensor_id[:64]!r} is not registered")
+    if info is None and not AUTO_SENSOR_ID.fullmatch(p.sensor_id):
+        raise PayloadRejected(
+            "bad_sensor_id", f"unregistered sensor id {p.sensor_id[:64]!r} is not {AUTO_SENSOR_ID.pattern}"
+        )
     if info is not None and info.kind != kind:
-        raise PayloadRejected("kind_mismatch", f"sensor {p.sensor_id!r} is {info.kind}, topic says {kind}")
+        raise PayloadRejected("kind_mismatch", f"sensor {p.sensor_id[:64]!r} is {info.kind}, topic says {kind}")
     if not p.metrics:
         raise PayloadRejected("no_metrics", "metrics is empty")
     allowed = KIND_METRICS[kind]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the local stack and tests use (Mosquitto, PostgreSQL 15, docker-compose v1
-# for `config` validation, openssl for TLS tests) when missing.
+# for `config` validation, openssl for TLS tests, chromium to open incident reports) when missing.
 # As root it installs them; otherwise it prints the exact command and fails.
 set -euo pipefail
 missing=()
@@ -9,6 +9,7 @@ missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)  # validates docker-compose.yml without an engine
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # headless: opens `ioc report` pages in tests
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -27,6 +27,7 @@ class PublishResult:
     malformed: int
     labels_path: Path | None
     labels: list[dict[str, Any]]
+    offset_s: int = 0  # what was added to every scenario timestamp (the live rebase)
 
 
 def publish_simulation(
@@ -39,8 +40,14 @@ def publish_simulation(
     progress: Callable[[int], None] | None = None,
     labels_out: Path | None = None,
     ack_timeout: float = 120.0,
+    align_s: int | None = None,
 ) -> PublishResult:
-    """Publish an already simulated run live, rebased so no timestamp is ahead of the wall clock."""
+    """Publish an already simulated run live, rebased so no timestamp is ahead of the wall clock.
+
+    ``align_s`` rounds the rebase down to a multiple of it (a week keeps hour-of-week and local
+    time of day as in the scenario, so detectors that follow the clock decide as they would have);
+    timestamps then lie further in the past, so the bridge's late bound must allow for it.
+    """
     sc = sim.scenario
     if fit_seconds is not None:
         if fit_seconds <= 0:
@@ -54,6 +61,8 @@ def publish_simulation(
             "because the pipeline rejects readings older than that (write it to a file instead)"
         )
     offset = live_offset(sc.t0, sc.t1, speed, time.time())
+    if align_s:
+        offset -= offset % align_s
     if labels_out is not None:
         labelling.write(labels_out, sim.labels, offset)
     publisher = Publisher(mqtt_url)
@@ -64,7 +73,7 @@ def publish_simulation(
         c = publisher.counts
     finally:
         publisher.close()
-    return PublishResult(c.published, c.valid, c.malformed, labels_out, labelling.render(sim.labels, offset))
+    return PublishResult(c.published, c.valid, c.malformed, labels_out, labelling.render(sim.labels, offset), offset)
 
 
 def publish_scenario(

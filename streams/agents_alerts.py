@@ -1,22 +1,27 @@
-"""Alerts agent: findings become alert transitions in the DB, then fan out (MQTT, ioc.alerts)."""
+"""Alerts agent: findings become alert transitions and outbox notifications in one transaction.
+
+Delivery is not done here: the dispatcher takes the outbox, one loop per channel, so neither a
+slow channel nor a dead one holds up the findings (or storage). New notifications wake the
+dispatcher at once, which keeps the reading → alert path short.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ioc.models import AlertChange
-from ioc.retry import Backoff
+from ioc.alerting.rules import load_rules
 from ioc.settings import Settings
-from ioc.storage.alerts_store import apply_findings, record_notification
+from ioc.storage.alerts_store import Delivery, acknowledge, apply_findings, due_repeats
 from ioc.storage.offset_ledger import ClaimResult, Position
+from streams.ack_listener import AckListener, AckRequest
 from streams.agents_sink import findings_of, store_poison
-from streams.alert_publisher import AlertPublisher
+from streams.alert_channels import build_channels
+from streams.alert_dispatcher import Dispatcher
 from streams.db_worker import DbWorker
 from streams.offset_guard import OffsetGuard
 from streams.pipeline_stats import StageStats, write_stats
@@ -28,45 +33,38 @@ log = logging.getLogger(__name__)
 _enc = msgspec.json.Encoder()
 
 
-async def publish_with_retry(pub: AlertPublisher, change: AlertChange, attempts: int = 6) -> bool:
-    """Emergency staff must get the message: retry with backoff (about a minute) before giving up."""
-    backoff = Backoff(base_s=1.0, cap_s=20.0)
-    for attempt in range(attempts):
-        try:
-            if await asyncio.to_thread(pub.publish, change):
-                return True
-        except Exception as e:  # noqa: BLE001 - a broker problem must not kill the alerts agent
-            log.warning("alert %s publish attempt %d failed: %s", change.alert_id, attempt + 1, e)
-        await asyncio.sleep(backoff.next())
-    log.error("alert %s could not be published to MQTT; recorded as notify_failed", change.alert_id)
-    return False
-
-
 def register_alert_agents(p: Pipeline, settings: Settings) -> None:
-    assert settings.database_url is not None
+    assert settings.database_url is not None and settings.kafka_url is not None
     db = DbWorker(settings.database_url, "alerts")
-    publisher: list[AlertPublisher] = []
+    outbox_db = DbWorker(settings.database_url, "outbox")
     stats = StageStats("alerts")
-    assert settings.kafka_url is not None
+    notify_stats = StageStats("notify")
+    rules = load_rules(settings.alert_rules)  # a bad rule file stops the worker at start-up, named
+    channels = build_channels(settings)
+    delivery = Delivery(rules, tuple(channels))
+    dispatcher = Dispatcher(outbox_db, channels, notify_stats, poll_s=settings.dispatch_poll_s,
+                            give_up_s=settings.notify_give_up_s, retry_cap_s=settings.notify_retry_cap_s)
     guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.findings, db, stats)
+    log.info("alert rules from %s; channels: %s", rules.source, ", ".join(channels) or "none")
 
     async def apply_batch(value: bytes, at: Position, jump: bool) -> ClaimResult:
         try:
             findings = findings_of(value)
         except (msgspec.DecodeError, TypeError) as e:
             return await store_poison(db, stats, p.topics.findings, value, at, jump, "bad_findings_batch", str(e))
-        claimed, changes = await db.run(partial(apply_findings, findings=findings, at=at, allow_jump=jump),
-                                        "apply findings")
+        claimed, notes = await db.run(
+            partial(apply_findings, findings=findings, delivery=delivery, at=at, allow_jump=jump), "apply findings")
         assert claimed is not None
-        for ch in changes:
-            log.info("alert %s %s: %s (%s)", ch.alert_id, ch.event, ch.message, ch.severity)
-            if not publisher:
-                pub = AlertPublisher(settings, f"{settings.app_id}-alerts-{uuid.uuid4().hex[:8]}")
-                pub.start()
-                publisher.append(pub)
-            ok = await publish_with_retry(publisher[0], ch)
-            await db.run(partial(record_notification, alert_id=ch.alert_id, channel="mqtt", ok=ok), "audit")
-            await p.alerts.send(value=_enc.encode(ch), partition=at.partition)
+        stats.add("findings", len(findings))
+        if notes:
+            stats.add("notifications", len(notes))
+            dispatcher.wake(notes)
+            seen: set[int] = set()
+            for n in notes:
+                if n.alert.alert_id not in seen:
+                    seen.add(n.alert.alert_id)
+                    log.info("alert %s %s: %s (%s)", n.alert.alert_id, n.event, n.alert.message, n.alert.severity)
+                    await p.alerts.send(value=_enc.encode(n.alert), partition=at.partition)
         return claimed
 
     async def alerts(stream: Any) -> None:
@@ -75,12 +73,42 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
             await guard.apply_in_order(event, apply_batch)
             await stream.ack(event)
 
+    async def ack(req: AckRequest) -> None:
+        notes = await db.run(partial(acknowledge, alert_id=req.alert_id, by=req.by, delivery=delivery,
+                                     note=req.note), "acknowledge")
+        if notes is None:
+            log.warning("acknowledgement by %s: alert %s is not open", req.by, req.alert_id)
+            return
+        log.info("alert %s acknowledged by %s over MQTT", req.alert_id, req.by)
+        dispatcher.wake(notes)
+
+    async def run_dispatcher() -> None:
+        listener = AckListener(settings, ack, asyncio.get_running_loop()) if settings.mqtt_url else None
+        if listener is not None:
+            listener.start()
+        try:
+            await dispatcher.run()
+        finally:
+            if listener is not None:
+                listener.stop()
+            await dispatcher.close()
+
+    async def repeats() -> None:
+        notes = await db.run(due_repeats, "repeat notifications")
+        if notes:
+            dispatcher.wake(notes)
+
     async def flush_metrics() -> None:
-        rows = stats.rows()
+        try:
+            await dispatcher.backlog_gauges()
+        except Exception:
+            log.warning("outbox backlog not measured", exc_info=True)
+        rows = stats.rows() + notify_stats.rows()
         if rows:
             await db.run(partial(write_stats, rows=rows), "write alert metrics")
 
     p.app.agent(p.findings, name="alerts")(alerts)
+    p.app.task(run_dispatcher)
+    p.app.timer(settings.repeat_check_s, name="alert_repeats")(repeats)
     p.app.timer(settings.metrics_interval_s, name="alerts_metrics")(flush_metrics)
-
     p.app.timer(settings.offset_check_s, name="findings_offset_tail")(guard.check_tail)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from datetime import UTC, datetime
 from functools import partial
@@ -19,6 +20,7 @@ from ioc.storage.sensors_store import load_sensor_entries
 from ioc.wire import decode_envelope
 from streams.db_worker import DbWorker
 from streams.detection import DetectorBank
+from streams.event_clock import EventClock
 from streams.faust_compat import committed_offsets
 from streams.offset_guard import OffsetGuard
 from streams.pipeline_stats import StageStats, write_stats
@@ -37,6 +39,38 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     dl_db = DbWorker(settings.database_url, "deadletters")
     stats = StageStats("sink")
     bank: list[DetectorBank] = []
+    clock = EventClock()  # silence is judged in event time, so a replay is judged as live was
+    tick_s = settings.silence_check_s
+    ticked: dict[int, float] = {}  # partition -> last silence tick (event time) checked in-stream
+    busy_at: dict[int, float] = {}  # partition -> wall time of its latest envelope
+    part_of: dict[str, int] = {}
+
+    def partition_sensors(partition: int) -> list[str]:
+        out = []
+        for key in p.detector_state.keys():
+            part = part_of.get(key)
+            if part is None:
+                part = part_of[key] = partition_for(key, settings.kafka_partitions)
+            if part == partition:
+                out.append(key)
+        return out
+
+    def detect(readings: list[Any], partition: int) -> list[Finding]:
+        """The detectors over an envelope, with the silence timer run in event time between readings:
+        every tick the partition's readings step over is checked before the reading after it."""
+        b = bank[0]
+        out: list[Finding] = []
+        start = 0
+        for i, r in enumerate(readings):
+            upto = math.ceil(r.ts.timestamp() / tick_s) * tick_s - tick_s  # the last tick before this reading
+            if upto > ticked.get(partition, -math.inf):
+                out += b.process(readings[start:i], p.detector_state)
+                start = i
+                ticked[partition] = upto
+                out += b.silence_ticks(partition_sensors(partition), p.detector_state,
+                                       datetime.fromtimestamp(upto, UTC), tick_s, clock.started)
+        out += b.process(readings[start:], p.detector_state)
+        return out
 
     assert settings.kafka_url is not None
     guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.readings, db, stats)
@@ -53,6 +87,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         if result.claim is Claim.AHEAD:
             return ClaimResult(result.claim, result.expected_offset or 0)
         committed = datetime.now(UTC)
+        clock.observe(((r.sensor_id, r.ts) for r in readings), committed)
         if result.claim is Claim.NEXT:
             stats.add("readings", len(readings))
             stats.add("rows_in", result.rows_in)
@@ -66,8 +101,9 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         # ignore readings they have already seen (causal, by timestamp).
         if not bank:
             bank.append(DetectorBank(await db.run(load_sensor_entries, "load sensor registry")))
+        busy_at[at.partition] = committed.timestamp()
         try:
-            findings = bank[0].process(readings, p.detector_state)
+            findings = detect(readings, at.partition)
         except Exception:  # the readings are stored; a detector bug must not stop storage
             log.exception("detectors failed on %s[%s]@%s", p.topics.readings, at.partition, at.offset)
             stats.add("detector_errors")
@@ -126,14 +162,19 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         if bank:
             bank[0].update_registry(await db.run(load_sensor_entries, "reload sensor registry"))
 
-    started = datetime.now(UTC)
-
     async def silence_timer() -> None:
-        """Absence is a timer: sensors whose state this worker holds and that stopped reporting."""
+        """Absence is a timer: for partitions that receive nothing at all (the in-stream ticks of
+        ``detect`` cover the others, in event time), on the event clock."""
         if not bank:
             return
+        wall = datetime.now(UTC)
+        idle = [k for k in p.detector_state.keys()
+                if wall.timestamp() - busy_at.get(part_of.get(k, partition_for(k, settings.kafka_partitions)), 0.0)
+                > 2 * tick_s]
+        if not idle:
+            return
         try:
-            found = bank[0].check_silence(list(p.detector_state.keys()), p.detector_state, datetime.now(UTC), started)
+            found = bank[0].check_silence(idle, p.detector_state, clock.now(wall), clock.started)
         except Exception:  # a detector bug must not stop the timer
             log.exception("silence check failed")
             return

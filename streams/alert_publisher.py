@@ -5,13 +5,14 @@ A client that connects late therefore sees every active alert at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
 import msgspec
 
+from ioc.alerting.notification import DeliveryError, Notification
 from ioc.domain import alert_topic
-from ioc.models import AlertChange
 from ioc.mqtt_client import make_client
 from ioc.settings import Settings, mask_url
 
@@ -41,23 +42,57 @@ class AlertPublisher:
         self.client.loop_stop()
         self.client.disconnect()
 
-    def _publish(self, topic: str, payload: bytes, timeout_s: float = 10.0) -> bool:
+    def _publish(self, topic: str, payload: bytes, timeout_s: float = 10.0, retain: bool = True) -> bool:
         if not self._connected.wait(timeout_s):
             log.warning("MQTT %s not connected; alert on %s not sent yet", mask_url(self.url), topic)
             return False
-        info = self.client.publish(topic, payload, qos=1, retain=True)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
         try:
             info.wait_for_publish(timeout_s)
             return info.is_published()
         except (RuntimeError, ValueError):  # disconnected meanwhile; the caller retries
             return False
 
-    def publish(self, change: AlertChange) -> bool:
-        """Blocking: returns True once the broker acked (QoS 1). Call from a worker thread."""
-        topic = alert_topic(change.severity, change.kind, str(change.alert_id))
+    def publish(self, n: Notification) -> bool:
+        """Blocking: True once the broker acked every message (QoS 1). Call from a worker thread.
+
+        Active: the alert's JSON, retained on its severity's topic (a moved severity clears the
+        old one). Resolved: the final JSON is published once, not retained, then the retained
+        message is cleared, so a late subscriber sees only active alerts.
+        """
+        a = n.alert
+        topic = alert_topic(a.severity, a.kind, str(a.alert_id))
+        body = _enc.encode(mqtt_payload(n))
         ok = True
-        if change.previous_severity and change.previous_severity != change.severity:
-            ok &= self._publish(alert_topic(change.previous_severity, change.kind, str(change.alert_id)), b"")
-        if change.state == "resolved":
-            return self._publish(topic, b"") and ok
-        return self._publish(topic, _enc.encode(change)) and ok
+        if a.previous_severity and a.previous_severity != a.severity:
+            ok &= self._publish(alert_topic(a.previous_severity, a.kind, str(a.alert_id)), b"")
+        if a.state == "resolved":
+            return ok and self._publish(topic, body, retain=False) and self._publish(topic, b"")
+        return self._publish(topic, body) and ok
+
+
+def mqtt_payload(n: Notification) -> dict[str, object]:
+    """What MQTT subscribers get: the notification id to deduplicate by, and the alert in both languages."""
+    return {"notification_id": n.notification_id, "event": n.event, "created_at": n.created_at,
+            "alert": msgspec.to_builtins(n.alert)}
+
+
+class MqttChannel:
+    """The outbox's MQTT channel: ``khanhhoa/v1/alerts/<severity>/<kind>/<alert_id>``."""
+
+    name = "mqtt"
+
+    def __init__(self, publisher: AlertPublisher) -> None:
+        self.publisher = publisher
+        self._started = False
+
+    async def deliver(self, n: Notification) -> None:
+        if not self._started:
+            self.publisher.start()
+            self._started = True
+        if not await asyncio.to_thread(self.publisher.publish, n):
+            raise DeliveryError(f"MQTT broker {mask_url(self.publisher.url)} did not ack the alert")
+
+    async def close(self) -> None:
+        if self._started:
+            await asyncio.to_thread(self.publisher.stop)

@@ -32,10 +32,13 @@ def create_app(settings: Settings) -> Pipeline:
     cap_fetch_wait(settings.consumer_fetch_max_wait_ms)
     disable_gap_commits()
     names = TopicNames(settings.topic_prefix)
+    datadir = settings.data_dir / "faust" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_url,
         store="memory://",
+        datadir=str(datadir),  # not the working directory
         topic_partitions=settings.kafka_partitions,
         topic_replication_factor=1,
         value_serializer="raw",

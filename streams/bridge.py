@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -29,7 +30,7 @@ from ioc.mqtt_client import connect, make_client
 from ioc.retry import Backoff
 from ioc.settings import Settings, mask_url
 from ioc.storage.deadletters import DeadLetter, encode_batch
-from ioc.wire import Reading, SensorInfo, ValidationPolicy, encode_envelope, validate
+from ioc.wire import Reading, SensorInfo, ValidationPolicy, encode_envelope, parse_topic, validate
 from streams.envelope_batcher import Batch, EnvelopeBatcher
 from streams.kafka_admin import ensure_topics
 from streams.pipeline_stats import StageStats
@@ -38,6 +39,11 @@ from streams.topics import TopicNames, bootstrap_servers, partition_for
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION = "khanhhoa/v1/+/+"
+# A rate-limited flood is folded into one dead letter per sensor per window. A longer window
+# means fewer rows but acks held longer (they count against ReceiveMaximum); the max count
+# closes a window early under a heavy flood.
+RATE_WINDOW_S = 1.0
+RATE_WINDOW_MAX = 1000
 # Reason codes that retrying cannot fix: stop with a clear error instead of looping.
 FATAL_CONNACK = {"Bad user name or password", "Not authorized", "Client identifier not valid", "Banned"}
 
@@ -62,6 +68,127 @@ class BridgeStats:
     envelopes: int = 0
     acked: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
+
+
+class SensorRateLimiter:
+    """A token bucket per sensor id: ``rate_hz`` sustained, up to ``burst`` at once.
+
+    Pure apart from the injected ``monotonic`` clock. ``rate_hz`` 0 disables the limit.
+
+    >>> now = [0.0]
+    >>> rl = SensorRateLimiter(rate_hz=1.0, burst=2, monotonic=lambda: now[0])
+    >>> [rl.allow("S1") for _ in range(3)], rl.allow("S2")
+    ([True, True, False], True)
+    >>> now[0] = 1.0
+    >>> rl.allow("S1"), rl.allow("S1")
+    (True, False)
+    """
+
+    def __init__(self, rate_hz: float, burst: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+        if rate_hz < 0 or rate_hz != rate_hz or rate_hz == float("inf"):
+            raise ValueError(f"rate_hz must be a finite number >= 0 (0 disables the limit), got {rate_hz}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        self.rate_hz = rate_hz
+        self.burst = float(burst)
+        self.monotonic = monotonic
+        self._buckets: dict[str, tuple[float, float]] = {}  # sensor id -> (tokens, at)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate_hz > 0
+
+    def allow(self, sensor_id: str) -> bool:
+        """Take one token for ``sensor_id``; False when its bucket is empty."""
+        if not self.enabled:
+            return True
+        now = self.monotonic()
+        tokens, at = self._buckets.get(sensor_id, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate_hz)
+        if tokens < 1.0 - 1e-9:  # the epsilon: a sensor exactly at the rate must not lose to rounding
+            self._buckets[sensor_id] = (tokens, now)
+            return False
+        self._buckets[sensor_id] = (max(0.0, tokens - 1.0), now)
+        return True
+
+    def evict_full(self) -> int:
+        """Forget buckets that have refilled: keeps memory bounded when ids churn (spoofed ids)."""
+        if not self.enabled:
+            return 0
+        now = self.monotonic()
+        full = [k for k, (tokens, at) in self._buckets.items() if tokens + (now - at) * self.rate_hz >= self.burst]
+        for k in full:
+            del self._buckets[k]
+        return len(full)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+@dataclass
+class _Excess:
+    """The rate-limited messages of one sensor in one window: one dead letter with a count."""
+
+    opened: float  # monotonic
+    received_at: datetime
+    topic: str
+    raw: bytes
+    tokens: list[AckToken]
+
+
+class ExcessAggregator:
+    """Folds each sensor's rate-limited messages into one dead letter per window.
+
+    The letter keeps the window's first payload as a sample and counts every message; each
+    message's ack waits for that letter, so the excess is dead-lettered, never dropped silently.
+    Aggregating is what protects the database from a flood: a flood becomes one row per second.
+    """
+
+    def __init__(self, window_s: float, max_count: int, rate_hz: float, burst: int,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self.max_count = max_count
+        self.rate_hz = rate_hz
+        self.burst = burst
+        self.monotonic = monotonic
+        self._open: dict[str, _Excess] = {}
+
+    def add(self, sensor_id: str, topic: str, raw: bytes, token: AckToken, received_at: datetime
+            ) -> list[tuple[DeadLetter, tuple[AckToken, ...]]]:
+        """Count one message; returns the window's letter when it has reached ``max_count``."""
+        ex = self._open.get(sensor_id)
+        if ex is None:
+            ex = self._open[sensor_id] = _Excess(self.monotonic(), received_at, topic, bytes(raw[:4096]), [])
+        ex.tokens.append(token)
+        if len(ex.tokens) >= self.max_count:
+            return [self._close(sensor_id)]
+        return []
+
+    def due(self) -> list[tuple[DeadLetter, tuple[AckToken, ...]]]:
+        now = self.monotonic()
+        return [self._close(k) for k, ex in list(self._open.items()) if now - ex.opened >= self.window_s]
+
+    def drain(self) -> list[tuple[DeadLetter, tuple[AckToken, ...]]]:
+        return [self._close(k) for k in list(self._open)]
+
+    def _close(self, sensor_id: str) -> tuple[DeadLetter, tuple[AckToken, ...]]:
+        ex = self._open.pop(sensor_id)
+        n = len(ex.tokens)
+        detail = (f"{n} message(s) from sensor {sensor_id[:64]!r} over the limit of {self.rate_hz:g}/s"
+                  f" (burst {self.burst}) within {self.window_s:g} s; the first one is kept as a sample")
+        return DeadLetter(ex.received_at, "mqtt", "rate_limited", detail, ex.topic, ex.raw, count=n), tuple(ex.tokens)
+
+
+def topic_sensor_id(topic: str) -> str | None:
+    """The sensor id a readings topic names, or None when the topic is not one (validation says why).
+
+    >>> topic_sensor_id("khanhhoa/v1/rain/R1"), topic_sensor_id("khanhhoa/v1/rain/R1/x")
+    ('R1', None)
+    """
+    try:
+        return parse_topic(topic)[1]
+    except PayloadRejected:
+        return None
 
 
 class MqttLoop:
@@ -245,7 +372,12 @@ class Bridge:
         self.batcher: EnvelopeBatcher[Reading, AckToken] = EnvelopeBatcher(
             settings.envelope_max_readings, settings.envelope_max_ms / 1000.0, time.monotonic
         )
-        self.dead: list[tuple[DeadLetter, AckToken]] = []
+        self.dead: list[tuple[DeadLetter, tuple[AckToken, ...]]] = []
+        self.limiter = SensorRateLimiter(settings.sensor_max_rate_hz, settings.sensor_rate_burst)
+        self.excess = ExcessAggregator(RATE_WINDOW_S, RATE_WINDOW_MAX, settings.sensor_max_rate_hz,
+                                       settings.sensor_rate_burst)
+        # Registering an unknown sensor is a blocking DB round trip: one thread, in arrival order.
+        self._register_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-register")
         self.mqtt = MqttLoop(settings, self._from_thread)
         self.producer: AIOKafkaProducer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -263,11 +395,33 @@ class Bridge:
         self.stats.rejected += 1
         self.stats.by_reason[reason] += 1
         log.debug("rejected %s on %.200s: %s", reason, topic, detail)
-        self.dead.append((DeadLetter(self.clock(), "mqtt", reason, detail, topic, bytes(payload)), token))
+        if reason == "too_large":  # keep a sample, not megabytes: a retry cannot fix the size anyway
+            payload = payload[: self.policy.max_payload_bytes]
+        self.dead.append((DeadLetter(self.clock(), "mqtt", reason, detail, topic, bytes(payload)), (token,)))
+
+    def _rate_limited(self, sensor_id: str, topic: str, payload: bytes, token: AckToken) -> None:
+        self.stats.rejected += 1
+        self.stats.by_reason["rate_limited"] += 1
+        self.dead.extend(self.excess.add(sensor_id, topic, payload, token, self.clock()))
+
+    def _register(self, sensor_id: str, kind: str) -> None:
+        """Off the event loop (the register thread): the DB insert for an auto-registered sensor."""
+        assert self.on_unknown_sensor is not None
+        try:
+            self.on_unknown_sensor(sensor_id, kind)
+        except Exception as e:  # noqa: BLE001 - the reading is kept; the registry row can follow
+            log.warning("auto-registering sensor %s failed: %s", sensor_id, e)
 
     def handle(self, topic: str, payload: bytes, token: AckToken) -> None:
-        """Validate one message and route it to its partition's envelope or to the dead letters."""
+        """Rate-limit, validate one message and route it to its partition's envelope or to the dead letters.
+
+        Runs on the event loop, so it never blocks: no I/O here.
+        """
         self.stats.received += 1
+        sid = topic_sensor_id(topic) if self.limiter.enabled else None
+        if sid is not None and not self.limiter.allow(sid):
+            self._rate_limited(sid, topic, payload, token)
+            return
         try:
             reading = validate(topic, payload, sensors=self._lookup, now=self.clock(), policy=self.policy)
         except PayloadRejected as e:
@@ -280,10 +434,7 @@ class Bridge:
         if reading.sensor_id not in self.sensors:
             self.sensors[reading.sensor_id] = SensorInfo(reading.kind)
             if self.on_unknown_sensor is not None:
-                try:
-                    self.on_unknown_sensor(reading.sensor_id, reading.kind)
-                except Exception as e:  # noqa: BLE001 - the reading is kept; the registry row can follow
-                    log.warning("auto-registering sensor %s failed: %s", reading.sensor_id, e)
+                self._register_pool.submit(self._register, reading.sensor_id, reading.kind)
         self.stats.valid += 1
         part = partition_for(reading.sensor_id, self.settings.kafka_partitions)
         for batch in self.batcher.add(part, reading, token):
@@ -318,9 +469,10 @@ class Bridge:
         items, self.dead = self.dead, []
         await self._send(self.topics.deadletter, encode_batch([d for d, _ in items]), None,
                          f"{len(items)} dead letters")
-        for _, t in items:
-            if self.mqtt.ack(t):
-                self.stats.acked += 1
+        for _, tokens in items:
+            for t in tokens:
+                if self.mqtt.ack(t):
+                    self.stats.acked += 1
 
     async def _sender(self) -> None:
         while True:
@@ -329,10 +481,15 @@ class Bridge:
 
     async def _ticker(self) -> None:
         tick = min(0.01, self.batcher.max_age_s / 2)
+        last_evict = time.monotonic()
         while True:
             await asyncio.sleep(tick)
             for batch in self.batcher.due():
                 self._ready.put_nowait(batch)
+            self.dead.extend(self.excess.due())
+            if time.monotonic() - last_evict > 10.0:
+                self.limiter.evict_full()
+                last_evict = time.monotonic()
             await self._flush_dead()
 
     async def _registry_refresher(self) -> None:
@@ -401,6 +558,7 @@ class Bridge:
                 await asyncio.sleep(0.5)  # messages already on the wire still arrive and are handled
             for batch in self.batcher.drain():
                 self._ready.put_nowait(batch)
+            self.dead.extend(self.excess.drain())
             deadline = time.monotonic() + 10
             while (not self._ready.empty() or self.dead) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -409,4 +567,5 @@ class Bridge:
                 t.cancel()
             self.mqtt.stop(retire=self.settings.bridge_retire_on_exit and stop.is_set())
             await self.producer.stop()
+            self._register_pool.shutdown(wait=False)
         return self.stats

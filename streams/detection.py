@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, MutableMapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from detectors.alarm_levels import AlarmLevelDetector
 from detectors.flood_projection import FloodProjectionDetector
@@ -21,6 +23,8 @@ from detectors.rain import RainAccumulationDetector
 from detectors.sensor_set import sensor_detectors, silence_of, update_all
 from detectors.traffic import TrafficCongestionDetector
 from detectors.vn_aqi import VnAqiDetector
+from ioc.alerting.hold import HoldState
+from ioc.alerting.rules import AlertRules, load_rules
 from ioc.models import Finding, Reading
 from ioc.storage.sensors_store import SensorEntry
 
@@ -54,9 +58,11 @@ def build_detectors(s: SensorEntry) -> list[Any]:
 class DetectorBank:
     """All detectors per sensor, built from the registry, warm in memory between envelopes."""
 
-    def __init__(self, sensors: Mapping[str, SensorEntry]) -> None:
+    def __init__(self, sensors: Mapping[str, SensorEntry], rules: AlertRules | None = None) -> None:
         self.sensors = dict(sensors)
+        self.rules = rules if rules is not None else load_rules()
         self._live: dict[str, list[Any]] = {}
+        self._holds: dict[str, HoldState] = {}
 
     def update_registry(self, sensors: Mapping[str, SensorEntry]) -> None:
         """A changed entry gets fresh detectors (state kept for the rules it still has); a retired
@@ -64,6 +70,7 @@ class DetectorBank:
         for sensor_id in set(self._live):
             if sensors.get(sensor_id) != self.sensors.get(sensor_id):
                 self._live.pop(sensor_id, None)
+                self._holds.pop(sensor_id, None)
         self.sensors = dict(sensors)
 
     def detectors(self, sensor_id: str, table: Mapping[str, Any]) -> list[Any] | None:
@@ -81,6 +88,15 @@ class DetectorBank:
                         d.from_state(rules[d.rule])
                     except (ValueError, KeyError, TypeError) as e:  # an older layout: start that one afresh
                         log.warning("%s: %s state not restored (%s)", sensor_id, d.rule, e)
+            hold = HoldState()
+            if isinstance(saved, dict) and isinstance(saved.get("hold"), dict):
+                try:
+                    hold.from_state(saved["hold"])
+                except (ValueError, KeyError, TypeError, msgspec.DecodeError) as e:
+                    log.warning("%s: held alert conditions not restored (%s)", sensor_id, e)
+            for gone in hold.rules() - {d.rule for d in dets}:
+                hold.forget(gone)  # a removed alarm level holds no condition open
+            self._holds[sensor_id] = hold
             self._live[sensor_id] = dets
         return dets
 
@@ -92,15 +108,30 @@ class DetectorBank:
             dets = self.detectors(r.sensor_id, table)
             if dets is None:
                 continue
-            findings.extend(f for f in update_all(dets, r) if _sane(f))
+            hold = self._holds[r.sensor_id]
+            silence = silence_of(dets)
+            for f in update_all(dets, r):
+                if not _sane(f):
+                    continue
+                if silence is not None and f.rule == silence.rule:
+                    findings.append(f)  # unheld: its timer half cannot write held state (see check_silence)
+                else:
+                    findings.extend(hold.feed(self.rules, f))
+            findings.extend(hold.tick(self.rules, r.ts))
             touched[r.sensor_id] = dets
         for sensor_id, dets in touched.items():
-            table[sensor_id] = state_of(dets)  # reassign: reaches the changelog
+            table[sensor_id] = state_of(dets, self._holds[sensor_id])  # reassign: reaches the changelog
         return findings
 
     def check_silence(self, sensor_ids: Iterable[str], table: Mapping[str, Any], now: datetime,
                       resumed_at: datetime | None) -> list[Finding]:
-        """The timer's half of silence: sensors (owned by this worker) that stopped reporting."""
+        """The wall timer's half of silence: sensors (owned by this worker) that stopped reporting.
+
+        Not held by the rules' ``for``/``clear_after``: the detector has already waited k
+        intervals. A timer cannot write the changelogged table (Faust allows table writes only
+        inside a stream), so this is for partitions that receive nothing at all; a partition with
+        traffic is checked in event time by :meth:`silence_ticks`, which does write its state.
+        """
         out: list[Finding] = []
         for sensor_id in sensor_ids:
             dets = self.detectors(sensor_id, table)
@@ -109,12 +140,46 @@ class DetectorBank:
                 out.extend(silence.check(now, resumed_at=resumed_at))
         return out
 
+    def silence_ticks(self, sensor_ids: Iterable[str], table: MutableMapping[str, Any], upto: datetime,
+                      tick_s: float, resumed_at: datetime | None) -> list[Finding]:
+        """Run the silence timer at every ``tick_s`` boundary of event time up to ``upto``, as a timer
+        ticking on the sensors' own clock would: a replay at any speed is judged as live was.
+
+        Jumps from deadline to deadline instead of tick to tick, so a partition whose event time
+        leaps a day costs one check per sensor that fell silent, not 5 760 timer runs.
+        """
+        sil = {sid: d for sid in sensor_ids
+               if (dets := self.detectors(sid, table)) and (d := silence_of(dets)) is not None}
+        out: list[Finding] = []
+        changed: set[str] = set()
+        limit = upto.timestamp()
+        while True:
+            due = [dl for d in sil.values() if not d.silent and (dl := d.deadline(resumed_at)) is not None]
+            if not due:
+                break
+            t = math.ceil(min(due).timestamp() / tick_s) * tick_s
+            if t > limit:
+                break
+            now = datetime.fromtimestamp(t, UTC)
+            for sid, d in sil.items():
+                found = d.check(now, resumed_at=resumed_at)
+                if found:
+                    out.extend(found)
+                    changed.add(sid)
+        for sid in changed:
+            table[sid] = state_of(self._live[sid], self._holds[sid])
+        return out
+
     def forget(self, sensor_id: str) -> None:
         self._live.pop(sensor_id, None)
+        self._holds.pop(sensor_id, None)
 
 
-def state_of(dets: Iterable[Any]) -> dict[str, Any]:
-    return {"state_version": STATE_VERSION, "rules": {d.rule: d.to_state() for d in dets}}
+def state_of(dets: Iterable[Any], hold: HoldState | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"state_version": STATE_VERSION, "rules": {d.rule: d.to_state() for d in dets}}
+    if hold is not None and hold.rules():
+        out["hold"] = hold.to_state()
+    return out
 
 
 def _sane(f: Finding) -> bool:

@@ -1,4 +1,7 @@
-"""Per-stage counters that the worker writes to ``pipeline_metrics`` every few seconds."""
+"""Per-stage counters that the worker writes to ``pipeline_metrics`` every few seconds.
+
+The SQL lives in :mod:`ioc.storage.metrics_store`; this module only shapes the rows.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
+
+from ioc.storage.metrics_store import write_metric_rows
 
 
 @dataclass
@@ -51,7 +56,5 @@ class StageStats:
 
 
 def write_stats(conn: psycopg.Connection, rows: list[tuple[datetime, str, str, str, float]]) -> None:
-    with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO pipeline_metrics (ts, stage, worker, metric, value) VALUES (%s, %s, %s, %s, %s)", rows
-        )
+    """Kept for the agents and the bridge, which pass it to their DB worker."""
+    write_metric_rows(conn, rows)

@@ -24,6 +24,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
     raw: bytes
     partition: int | None = None
     offset: int | None = None
+    count: int = 1  # arrivals this letter stands for (the bridge aggregates a rate-limited flood)
 
     @property
     def key(self) -> str:
@@ -44,6 +45,11 @@ def decode_batch(raw: bytes) -> list[DeadLetter]:
     return _decoder.decode(raw)
 
 
+def _text(s: str) -> str:
+    """PostgreSQL text holds neither NUL nor lone surrogates; a letter that quotes them must still be stored."""
+    return s.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 @dataclass(frozen=True)
 class DeadLetterWrite:
     new: int  # letters new to the store, or replays that failed again
@@ -60,8 +66,8 @@ def write_deadletters(
     after a crash is not counted twice. Returns how many letters were new or re-failed replays.
     """
     rows = [
-        (d.key, d.received_at, d.source, d.reason, d.detail[:1000], d.topic[:512], d.partition, d.offset, d.raw,
-         d.received_at)
+        (d.key, d.received_at, d.source[:32], _text(d.reason[:64]), _text(d.detail[:1000]), _text(d.topic[:512]),
+         d.partition, d.offset, d.raw, d.received_at, max(1, d.count))
         for d in items
     ]
     with conn.transaction(), conn.cursor() as cur:
@@ -78,9 +84,9 @@ def write_deadletters(
         refailed = int(cur.fetchone()[0])  # type: ignore[index]
         cur.executemany(
             "INSERT INTO deadletters (dl_key, received_at, source, reason, detail, topic, kafka_partition,"
-            " kafka_offset, raw, last_seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " kafka_offset, raw, last_seen_at, occurrences) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             # Every arrival counts; a replayed letter that fails again becomes pending again.
-            " ON CONFLICT (dl_key) DO UPDATE SET occurrences = deadletters.occurrences + 1,"
+            " ON CONFLICT (dl_key) DO UPDATE SET occurrences = deadletters.occurrences + EXCLUDED.occurrences,"
             " last_seen_at = GREATEST(deadletters.last_seen_at, EXCLUDED.last_seen_at),"
             " replayed_at = NULL,"
             " reason = CASE WHEN deadletters.replayed_at IS NULL THEN deadletters.reason ELSE EXCLUDED.reason END,"
@@ -112,13 +118,20 @@ class DeadLetterRow:
 
 
 def list_deadletters(
-    conn: psycopg.Connection, *, reason: str | None = None, limit: int = 50, include_replayed: bool = False
+    conn: psycopg.Connection, *, reason: str | None = None, limit: int = 50, include_replayed: bool = False,
+    source: str | None = None, replayable: bool = False,
 ) -> list[DeadLetterRow]:
+    """Oldest first. Every filter is applied before ``LIMIT``, so ``limit`` counts matching letters.
+
+    ``replayable`` keeps only letters that carry a topic to publish to again.
+    """
     rows = conn.execute(
         "SELECT dl_id, received_at, source, reason, detail, topic, raw, replayed_at FROM deadletters"
         " WHERE (%(reason)s::text IS NULL OR reason = %(reason)s) AND (%(all)s OR replayed_at IS NULL)"
+        " AND (%(source)s::text IS NULL OR source = %(source)s)"
+        " AND (NOT %(replayable)s OR coalesce(topic, '') <> '')"
         " ORDER BY dl_id LIMIT %(limit)s",
-        {"reason": reason, "all": include_replayed, "limit": limit},
+        {"reason": reason, "all": include_replayed, "limit": limit, "source": source, "replayable": replayable},
     ).fetchall()
     return [DeadLetterRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), r[7]) for r in rows]
 

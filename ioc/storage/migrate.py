@@ -11,6 +11,8 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -35,9 +37,13 @@ class Migration:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
 
-def available_migrations() -> list[Migration]:
+def available_migrations(migrations_dir: Path | None = None) -> list[Migration]:
+    """The packaged migrations, or those in ``migrations_dir`` (tests, a patched deployment)."""
+    folder: Traversable = migrations_dir if migrations_dir is not None else (
+        resources.files("ioc.storage").joinpath("migrations")
+    )
     out = []
-    for entry in resources.files("ioc.storage").joinpath("migrations").iterdir():
+    for entry in folder.iterdir():
         fname = entry.name
         if not fname.endswith(".sql"):
             continue
@@ -111,6 +117,26 @@ def detect_timescale(conn: psycopg.Connection, *, require: bool = False) -> bool
     return True
 
 
+def check_applied(applied: dict[str, tuple[str, str, str]], available: list[Migration]) -> None:
+    """Refuse when an applied migration's file changed since: skipping it would hide a schema drift.
+
+    ``applied`` maps version -> (name, backend, checksum) as stored in ``schema_migrations``.
+    """
+    files = {(m.version, m.backend): m for m in available}
+    for version, (name, backend, stored) in sorted(applied.items()):
+        m = files.get((version, backend))
+        if m is None or m.checksum == stored:
+            continue  # a removed file cannot be re-applied either; nothing to compare it with
+        suffix = "" if backend == "any" else f".{backend}"
+        raise IocError(
+            f"migration {version}_{name} ({version}_{m.name}{suffix}.sql) was edited after it was applied"
+            f" (checksum in schema_migrations {stored}, file {m.checksum}); nothing was migrated."
+            " Restore the applied file and put the change in a new migration with a higher number;"
+            f" if the edit is only cosmetic, store checksum {m.checksum} for version {version} in"
+            " schema_migrations by hand"
+        )
+
+
 @dataclass(frozen=True)
 class MigrateResult:
     backend: str
@@ -118,9 +144,14 @@ class MigrateResult:
 
 
 def migrate(
-    url: str, *, retention_days: int = 365, compress_after_days: int = 7, require_timescale: bool = False
+    url: str, *, retention_days: int = 365, compress_after_days: int = 7, require_timescale: bool = False,
+    migrations_dir: Path | None = None,
 ) -> MigrateResult:
-    """Apply pending migrations; ``require_timescale`` (``IOC_REQUIRE_TIMESCALE``) refuses plain PostgreSQL."""
+    """Apply pending migrations; ``require_timescale`` (``IOC_REQUIRE_TIMESCALE``) refuses plain PostgreSQL.
+
+    An applied migration whose file no longer matches its stored checksum stops the run before
+    anything is applied (:func:`check_applied`).
+    """
     with connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:
@@ -130,9 +161,14 @@ def migrate(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, name text NOT NULL,"
                 " backend text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            done: dict[str, tuple[str, str, str]] = {
+                r[0]: (r[1], r[2], r[3])
+                for r in conn.execute("SELECT version, name, backend, checksum FROM schema_migrations")
+            }
+            available = available_migrations(migrations_dir)
+            check_applied(done, available)
             applied = []
-            for m in available_migrations():
+            for m in available:
                 if m.version in done or m.backend not in ("any", backend):
                     continue
                 text = sql.SQL(m.text).format(  # type: ignore[arg-type]

@@ -88,7 +88,15 @@ def test_threshold_crossing_gives_exactly_one_open_alert_and_a_retained_message(
             topic, payload = got.get(timeout=max(0.1, deadline - time.monotonic()))
             if topic == f"khanhhoa/v1/alerts/info/flood/{alert_id}":
                 body = json.loads(payload)
-                assert body["sensor_id"] == gauge and body["state"] == "open"
+                alert = body["alert"]
+                assert alert["sensor_id"] == gauge and alert["state"] == "open" and alert["message"]
+                assert body["event"] == "opened" and len(body["notification_id"]) == 32
+                # The outbox row it came from is marked delivered, and the delivery is audited.
+                assert wait_for(lambda: scalar(db, "SELECT delivered_at IS NOT NULL FROM alert_outbox"
+                                                   " WHERE notification_id = %s", (body["notification_id"],)),
+                                10, "the outbox row marked delivered")
+                assert scalar(db, "SELECT count(*) FROM alert_events WHERE alert_id = %s"
+                                  " AND event = 'notified:mqtt'", (alert_id,)) == 1
                 break
         else:
             pytest.fail("no retained alert message")

@@ -17,7 +17,9 @@ import psycopg
 import pytest
 
 from ioc.models import Finding
-from ioc.storage.alerts_store import apply_finding, record_notification
+from ioc.alerting.rules import load_rules
+from ioc.storage.alerts_store import Delivery, apply_finding
+from ioc.storage.outbox import claim_due, mark_delivered, mark_failed_attempt
 from ioc.storage.deadletters import DeadLetter, write_deadletters
 from ioc.storage.migrate import available_migrations, migrate
 from ioc.storage.offset_ledger import Claim, Position, claim_offset, next_offsets
@@ -203,6 +205,9 @@ def test_migrate_is_idempotent_and_records_its_versions(db_url: str) -> None:
 # -- alerts ----------------------------------------------------------------------------------------------
 
 
+DELIVERY = Delivery(load_rules(), ("mqtt",))
+
+
 def _finding(sensor: str, severity: str | None = "warning") -> Finding:
     return Finding(sensor, "flood_alarm_level", "flood", "water_level_m", T0, severity, 9.6, 9.5, "BĐ II")
 
@@ -217,7 +222,7 @@ def _race(db_url: str, f: Finding, contenders: int = 2) -> list[list[Any]]:
         try:
             with psycopg.connect(db_url) as conn:
                 barrier.wait(10)
-                results.append(apply_finding(conn, f))
+                results.append(apply_finding(conn, f, DELIVERY))
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
             errors.append(e)
 
@@ -249,26 +254,31 @@ def test_two_connections_racing_open_exactly_one_alert(db_url: str) -> None:
 
 def test_alert_lifecycle_reopens_after_resolution(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
-        assert [c.event for c in apply_finding(conn, _finding("G9", "warning"))] == ["opened"]
-        assert apply_finding(conn, _finding("G9", "warning")) == []
-        assert [c.event for c in apply_finding(conn, _finding("G9", "critical"))] == ["escalated"]
-        assert [c.event for c in apply_finding(conn, _finding("G9", None))] == ["resolved"]
-        assert apply_finding(conn, _finding("G9", None)) == []
-        assert [c.event for c in apply_finding(conn, _finding("G9", "info"))] == ["opened"]
+        assert [c.event for c in apply_finding(conn, _finding("G9", "warning"), DELIVERY)] == ["opened"]
+        assert apply_finding(conn, _finding("G9", "warning"), DELIVERY) == []
+        assert [c.event for c in apply_finding(conn, _finding("G9", "critical"), DELIVERY)] == ["escalated"]
+        assert [c.event for c in apply_finding(conn, _finding("G9", None), DELIVERY)] == ["resolved"]
+        assert apply_finding(conn, _finding("G9", None), DELIVERY) == []
+        assert [c.event for c in apply_finding(conn, _finding("G9", "info"), DELIVERY)] == ["opened"]
     assert _rows(db_url, "SELECT state, severity FROM alerts ORDER BY alert_id") == [
         ("resolved", "critical"),
         ("open", "info"),
     ]
 
 
-def test_notifications_are_recorded_with_their_channel(db_url: str) -> None:
+def test_every_delivery_attempt_is_recorded_with_its_channel(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        (change,) = apply_finding(conn, _finding("G10"))
-        record_notification(conn, change.alert_id, "mqtt", True)
-        record_notification(conn, change.alert_id, "webhook", False, "HTTP 503")
+        (n,) = apply_finding(conn, _finding("G10"), DELIVERY)
+        (claimed,) = claim_due(conn, "mqtt")
+        assert claimed.notification_id == n.notification_id and claimed.attempt == 1
+        assert claim_due(conn, "mqtt") == []  # leased: nobody else takes it meanwhile
+        mark_failed_attempt(conn, claimed, "broker down", retry_in_s=0.0)
+        (again,) = claim_due(conn, "mqtt")
+        assert again.attempt == 2
+        assert mark_delivered(conn, again) and not mark_delivered(conn, again)
     assert _rows(db_url, "SELECT event FROM alert_events WHERE event <> 'opened' ORDER BY event_id") == [
+        ("notify_retry:mqtt",),
         ("notified:mqtt",),
-        ("notify_failed:webhook",),
     ]
 
 
@@ -362,7 +372,7 @@ def test_readings_are_written_only_for_the_next_offset(db_url: str) -> None:
 def test_peak_severity_survives_de_escalation(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         for sev in ("info", "warning", "critical", "warning", "info"):
-            apply_finding(conn, _finding("G_PEAK", sev))
+            apply_finding(conn, _finding("G_PEAK", sev), DELIVERY)
         assert conn.execute("SELECT severity, peak_severity, state FROM alerts WHERE sensor_id = 'G_PEAK'").fetchall() == [
             ("info", "critical", "open")
         ]

@@ -1,0 +1,1 @@
+"""Alert model shared by the alerts stage, the dispatcher and every channel (no I/O here)."""
