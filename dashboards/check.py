@@ -15,24 +15,16 @@ from typing import Any, Literal
 
 import psycopg
 
-from dashboards import health
 from dashboards.common import SQL_DATASOURCE_TYPES
 from dashboards.macros import MacroContext, MacroError, Variable, auto_interval, expand
 from ioc.storage.panel_check import (
     PanelQueryError,
     QueryResult,
     has_extension,
-    missing_relations,
     open_checker,
     run_readonly,
 )
 
-#: Panels whose relations a later migration adds: (dashboard uid, panel id) -> (relations, why).
-#: A missing relation makes that panel an expected failure instead of an error; remove the
-#: entry once the migration is in.
-REQUIRES_TABLES: dict[tuple[str, int], tuple[tuple[str, ...], str]] = {
-    (health.UID, 6): (("alert_outbox",), "alert_outbox arrives with migration 005 (the alert stage rebuild)"),
-}
 #: Grafana's data source minimum interval (jsonData.timeInterval in the provisioning).
 MIN_INTERVAL = timedelta(seconds=10)
 
@@ -142,13 +134,6 @@ def check_dashboards(
                     variables[vq.title] = Variable(tuple(dict.fromkeys(res[1].first_column)))
             ctx = MacroContext(start, end, interval, variables, timescaledb=tsdb)
             for q in panel_queries(d):
-                need = REQUIRES_TABLES.get((q.dashboard_uid, q.panel_id)) if q.kind == "panel" else None
-                if need is not None:
-                    missing = missing_relations(conn, list(need[0]))
-                    if missing:
-                        results.append(CheckResult(q, None, None, expected_failure=f"{', '.join(missing)} missing: "
-                                                                                    f"{need[1]}"))
-                        continue
                 results.append(_run(conn, q, ctx, timeout_ms)[0])
     return results
 

@@ -75,14 +75,17 @@ WHERE s.retired_at IS NULL AND {SENSOR_FILTER}
 ORDER BY l.last_seen NULLS FIRST, s.sensor_id
 """
 
-#: Notifications waiting per channel (alert_outbox, migration 005) as of the end of the range.
+#: Notifications waiting, and given up, per channel (alert_outbox) as of the end of the range.
 OUTBOX_SQL = """
 SELECT channel,
-       count(*) FILTER (WHERE delivered_at IS NULL OR delivered_at > $__timeTo()::timestamptz) AS pending,
-       count(*) FILTER (WHERE (delivered_at IS NULL OR delivered_at > $__timeTo()::timestamptz) AND attempts > 0)
-         AS retrying,
+       count(*) FILTER (WHERE (delivered_at IS NULL OR delivered_at > $__timeTo()::timestamptz)
+                        AND (failed_at IS NULL OR failed_at > $__timeTo()::timestamptz)) AS pending,
+       count(*) FILTER (WHERE (delivered_at IS NULL OR delivered_at > $__timeTo()::timestamptz)
+                        AND (failed_at IS NULL OR failed_at > $__timeTo()::timestamptz) AND attempts > 0) AS retrying,
+       count(*) FILTER (WHERE failed_at <= $__timeTo()::timestamptz) AS failed,
        max(extract(epoch FROM $__timeTo()::timestamptz - created_at))
-         FILTER (WHERE delivered_at IS NULL OR delivered_at > $__timeTo()::timestamptz) AS oldest_pending_s,
+         FILTER (WHERE (delivered_at IS NULL OR delivered_at > $__timeTo()::timestamptz)
+                 AND (failed_at IS NULL OR failed_at > $__timeTo()::timestamptz)) AS oldest_pending_s,
        count(*) FILTER (WHERE $__timeFilter(delivered_at)) AS delivered_in_range,
        (array_agg(last_error ORDER BY created_at DESC) FILTER (WHERE last_error IS NOT NULL AND last_error <> ''))[1]
          AS last_error

@@ -17,6 +17,11 @@ The 1 h total has no category of its own in the sources; it is reported (and any
 high already trips the 3 h scale). Gauges report ``rain_mm`` per interval (a tipping bucket's mm
 since the previous reading, as ``sensors_sim`` does); set ``cumulative=True`` for gauges that
 report a running total, whose resets (a restart, a daily reset) start a new total.
+
+State: the rainy readings of the last 24 h are kept once (the 1 h and 3 h windows are their newest
+entries) with times as seconds before the last reading, and the running sums are updated by the same
+additions and subtractions as three separate windows would be, so the totals are exact and a
+restarted detector carries on bit for bit.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ class Settings(BaseSettings):
         """repr() and str() mask like the start-up log: a Settings in a traceback leaks nothing."""
         masked = self.masked()
         for name, _ in super().__repr_args__():
-            yield name, masked.get(name)
+            yield name, masked.get(name or "")
 
     def masked(self) -> dict[str, Any]:
         """Settings for the start-up log, with passwords in URLs and secrets masked."""

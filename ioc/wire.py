@@ -19,7 +19,6 @@ import msgspec
 from ioc.domain import KIND_METRICS, MAX_PAYLOAD_BYTES, READINGS_TOPIC_PREFIX
 from ioc.errors import PayloadRejected
 
-
 #: A sequence number fits a signed 64-bit integer: JSON allows any size, and a 10**400 would
 #: overflow the float arithmetic the clock-skew detector does with it.
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]

@@ -128,7 +128,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         if written.claim is Claim.NEXT:
             by_reason: dict[str, int] = defaultdict(int)
             for d in items:
-                by_reason[d.reason] += 1
+                by_reason[d.reason] += d.count  # a rate-limited letter stands for many arrivals
             for reason, n in by_reason.items():
                 stats.add(f"deadletters_{reason}", n)
             stats.add("deadletters_new", written.new)

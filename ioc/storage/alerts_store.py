@@ -194,7 +194,9 @@ def _aggregate(cur: psycopg.Cursor[Any], alert_key: str, ts: datetime, rule: Ale
         _notify(cur, row, "resolved", active[3], list(row[24] or []), now, out)
         return
     top = max(conds, key=lambda c: (_RANK[c[6]], c[7]))
-    members = sorted({c[1] for c in conds})
+    # Members are every sensor that has counted towards the incident while it was open: the report
+    # after a flood lists all the gauges of the river that crossed, not just the last one to clear.
+    members = sorted({c[1] for c in conds} | set(active[22] or [] if active is not None else []))
     (_ck, sensor_id, rname, kind, family, metric, severity, _since, value, threshold, message, message_en, pred, unc,
      lead, detail) = top
     if active is None:
@@ -244,10 +246,9 @@ def _aggregate(cur: psycopg.Cursor[Any], alert_key: str, ts: datetime, rule: Ale
                                        "sensor_id": sensor_id})
         _notify(cur, row, event, previous, channels, now, out)
     elif set(members) - set(old_members):
-        _event(cur, active[0], "updated", {"members": members, "added": sorted(set(members) - set(old_members))})
+        _event(cur, active[0], "updated", {"members": members, "added": sorted(set(members) - set(old_members)),
+                                           "ts": ts.isoformat()})
         _notify(cur, row, "updated", previous, channels, now, out)
-    elif members != old_members:
-        _event(cur, active[0], "updated", {"members": members})
 
 
 def apply_finding(conn: psycopg.Connection, f: Finding, delivery: Delivery,

@@ -73,8 +73,8 @@ def test_gauges_of_one_river_are_one_incident_that_escalates_and_resolves(conn: 
         ("updated", "info", ("HYD_DIEN_PHU", "HYD_DONG_TRANG")),
         ("escalated", "warning", ("HYD_DIEN_PHU", "HYD_DONG_TRANG")),
         ("escalated", "critical", ("HYD_DIEN_PHU", "HYD_DONG_TRANG")),
-        ("deescalated", "warning", ("HYD_DIEN_PHU",)),
-        ("resolved", "warning", ("HYD_DIEN_PHU",)),
+        ("deescalated", "warning", ("HYD_DIEN_PHU", "HYD_DONG_TRANG")),
+        ("resolved", "warning", ("HYD_DIEN_PHU", "HYD_DONG_TRANG")),
     ]
     assert _rows(conn, "SELECT alert_key, state, peak_severity, grouped FROM alerts") == [
         ("flood:river:Cái Nha Trang", "resolved", "critical", True)]

@@ -62,6 +62,7 @@ def test_a_flooding_sensor_is_limited_and_nothing_is_dropped(pipeline: dict[str,
     detail = scalar(db, "SELECT detail FROM deadletters WHERE reason = 'rate_limited' AND topic = %s LIMIT 1",
                     (f"khanhhoa/v1/noise/{flood}",))
     assert flood in detail and "over the limit" in detail
+    print(f"flood of {n} in {elapsed:.1f} s: {s} stored, {lim} rate_limited in {letters} letters")
     # the calm sensor, publishing at the same time, lost nothing
     wait_for(lambda: scalar(db, "SELECT count(*) FROM readings WHERE sensor_id = %s", (calm,)) == len(calm_msgs), 60,
              "the calm sensor's readings")

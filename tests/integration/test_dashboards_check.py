@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from dashboards import air_noise, health
-from dashboards.check import REQUIRES_TABLES, CheckResult, check_dashboards, panel_queries, variable_queries
+from dashboards.check import CheckResult, check_dashboards, panel_queries, variable_queries
 from dashboards.main import render
 from detectors.vn_aqi import hourly_aqi, nowcast
 from ioc.seed import seed_registry
@@ -110,9 +110,6 @@ def test_every_query_succeeds_on_every_range_and_returns_rows(
     key: str, results: dict[str, dict[str, CheckResult]], populated: str
 ) -> None:
     q = next(q for q in ALL_QUERIES if q.key == key)
-    need = REQUIRES_TABLES.get((q.dashboard_uid, q.panel_id)) if q.kind == "panel" else None
-    if need is not None and results[FULL][key].expected_failure:
-        pytest.xfail(results[FULL][key].expected_failure or "")
     for name in SPANS:
         r = results[name][key]
         assert r.error is None, f"{key} over {name}: {r.error}"

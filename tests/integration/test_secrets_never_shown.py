@@ -35,7 +35,6 @@ from psycopg import sql
 
 from ioc.cli import cli
 from ioc.stack.process import free_port
-from ioc.storage.db import database_url_for
 from ioc.storage.migrate import migrate
 from tests.conftest import stack_env
 
@@ -215,4 +214,4 @@ def test_no_command_shows_a_secret(stack, leaky_role: str, tmp_path: Path) -> No
     assert by[("valid", "deadletters list")].returncode == 0, by[("valid", "deadletters list")].output[-2000:]
     assert "PostgreSQL" in by[("unreachable", "alerts list")].output
     assert "password authentication failed" in by[("wrong_password", "alerts list")].output
-    print(f"{len(runs)} runs in {time.monotonic() - t0:.0f} s")  # noqa: T201 - a figure for the report
+    print(f"{len(runs)} runs in {time.monotonic() - t0:.0f} s")

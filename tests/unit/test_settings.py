@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from ioc.errors import ConfigError
-from ioc.settings import load_settings, mask_url
+from ioc.settings import Settings, load_settings, mask_url
 
 
 def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,3 +44,12 @@ def test_environment_beats_the_stack_env_file(tmp_path, monkeypatch: pytest.Monk
 
 def test_mask_url_leaves_passwordless_urls_alone() -> None:
     assert mask_url("kafka://h:9092") == "kafka://h:9092"
+
+
+def test_the_readme_lists_every_setting() -> None:
+    """The configuration table is what deployers read: a setting missing from it does not exist for them."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    missing = [f"IOC_{name.upper()}" for name in Settings.model_fields if f"`IOC_{name.upper()}`" not in readme]
+    assert missing == []

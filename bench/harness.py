@@ -1,0 +1,660 @@
+"""Shared machinery of the comparable benches (issue 11): stack, pipeline processes, load generator,
+row-by-row arrival tracking, CPU/RSS accounting, JSON results and the summary table.
+
+Every bench that uses it starts its own local stack with the project's code (``ioc.stack``), talks
+to it over loopback only, and stops every process it started in ``finally``. The pids it started
+go into the JSON (``started_pids``) so a test can check that none is left running.
+
+SQL text: the benches read ``readings`` row by row and register thousands of synthetic sensors,
+queries the storage layer has no use for, so they live here, in one place, parameterised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ioc.domain import reading_topic
+from ioc.mqtt_client import connect, make_client
+from ioc.stack import stack as local_stack
+from ioc.stack.children import ChildProcesses
+from ioc.stack.services import remove_tree
+from ioc.storage.db import create_database
+from ioc.storage.migrate import migrate
+from ioc.wire import encode_payload
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: The issue's load shape: traffic, air and water level in equal shares, 2.33 rows per reading.
+LOAD_SHAPE: dict[str, tuple[str, ...]] = {
+    "traffic": ("speed_kmh", "flow_vph", "occupancy_pct"),
+    "air": ("pm25", "pm10", "no2"),
+    "water_level": ("water_level_m",),
+}
+LOAD_KINDS = tuple(LOAD_SHAPE)
+ROWS_PER_READING = sum(len(m) for m in LOAD_SHAPE.values()) / len(LOAD_SHAPE)
+#: Mid-range values per metric; the generator moves them smoothly so no detector fires on the load.
+LOAD_BASE: dict[str, float] = {
+    "speed_kmh": 35.0, "flow_vph": 900.0, "occupancy_pct": 18.0,
+    "pm25": 22.0, "pm10": 40.0, "no2": 25.0,
+    "water_level_m": 3.0,  # the Đồng Trăng gauge's base level in the registry, far below BĐ I
+}
+TICK_S = 0.010  # the generator publishes what is due every 10 ms
+KEY_FLUSH_S = 0.1  # and reports the keys it published to the bench every 100 ms
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def quantiles(values: Sequence[float]) -> dict[str, float]:
+    """p50 / p99 / max (nearest rank) and n; empty input gives n = 0 and NaN figures."""
+    v = sorted(values)
+    if not v:
+        return {"n": 0, "p50": math.nan, "p99": math.nan, "max": math.nan}
+
+    def q(p: float) -> float:
+        return v[min(len(v) - 1, max(0, math.ceil(p * len(v)) - 1))]
+
+    return {"n": len(v), "p50": round(q(0.5), 2), "p99": round(q(0.99), 2), "max": round(v[-1], 2)}
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return predicate()
+
+
+def host_info() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "mem_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+
+
+# -- process accounting -------------------------------------------------------------------------------
+
+
+@dataclass
+class StartedPids:
+    """(name, pid, create_time) of every process a bench started, for the no-leftovers check."""
+
+    items: list[tuple[str, int, float]] = field(default_factory=list)
+
+    def add(self, name: str, pid: int) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.items.append((name, pid, psutil.Process(pid).create_time()))
+
+    def alive(self) -> list[tuple[str, int]]:
+        return [(n, pid) for n, pid, ct in self.items if pid_running(pid, ct)]
+
+
+def pid_running(pid: int, create_time: float) -> bool:
+    """True if that very process (same pid and start time) still runs; a zombie counts as gone."""
+    try:
+        p = psutil.Process(pid)
+        return abs(p.create_time() - create_time) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class ProcWatch:
+    """CPU-seconds and RSS of named process trees (a service and everything it forked).
+
+    CPU of a tree = user + system of the root and its live descendants, plus the CPU of children
+    the root has already reaped (``children_user``/``children_system``): PostgreSQL's backends come
+    and go, and the postmaster reaps them. RSS is sampled every ``interval_s`` and summed over the
+    tree; for PostgreSQL the sum counts shared buffers once per backend that touched them, so it
+    overstates what the server holds.
+    """
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.roots: dict[str, int] = {}
+        self.interval_s = interval_s
+        self.peak: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="procwatch", daemon=True)
+
+    def add(self, name: str, pid: int) -> None:
+        with self._lock:
+            self.roots[name] = pid
+
+    def start(self) -> ProcWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @staticmethod
+    def _tree(pid: int) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def cpu(self) -> dict[str, float]:
+        """Cumulative CPU-seconds per name, now."""
+        out: dict[str, float] = {}
+        with self._lock:
+            roots = dict(self.roots)
+        for name, pid in roots.items():
+            total = 0.0
+            for k, p in enumerate(self._tree(pid)):
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system + (t.children_user + t.children_system if k == 0 else 0.0)
+            out[name] = total
+        return out
+
+    def rss_mb(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        with self._lock:
+            roots = dict(self.roots)
+        for name, pid in roots.items():
+            total = 0
+            for p in self._tree(pid):
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+            out[name] = total / 2**20
+        return out
+
+    def reset_peak(self) -> None:
+        with self._lock:
+            self.peak = {}
+
+    def peaks(self) -> dict[str, float]:
+        with self._lock:
+            return {k: round(v, 1) for k, v in self.peak.items()}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            rss = self.rss_mb()
+            with self._lock:
+                for k, v in rss.items():
+                    self.peak[k] = max(self.peak.get(k, 0.0), v)
+
+
+@dataclass
+class CpuWindow:
+    """CPU used by each watched tree between ``begin`` and ``end``."""
+
+    watch: ProcWatch
+    start: dict[str, float] = field(default_factory=dict)
+    used: dict[str, float] = field(default_factory=dict)
+
+    def begin(self) -> CpuWindow:
+        self.start = self.watch.cpu()
+        self.watch.reset_peak()
+        return self
+
+    def end(self) -> dict[str, float]:
+        now = self.watch.cpu()
+        self.used = {k: now[k] - self.start.get(k, 0.0) for k in now}
+        return self.used
+
+    def per_1k(self, readings: int) -> dict[str, float]:
+        if readings <= 0:
+            return {}
+        out = {k: round(v / (readings / 1000.0), 4) for k, v in self.used.items()}
+        out["total_pipeline"] = round(sum(v for k, v in out.items() if k != "bench"), 4)
+        return out
+
+
+# -- the local stack and the pipeline ------------------------------------------------------------------
+
+
+class BenchStack:
+    """The local stack (Mosquitto, Tansu, PostgreSQL) in a temp dir, always started fresh."""
+
+    def __init__(self, prefix: str, pids: StartedPids) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+        self.pids = pids
+        self.urls: dict[str, str] = {}
+        self.service_pids: dict[str, int] = {}
+
+    def __enter__(self) -> BenchStack:
+        try:
+            state = local_stack.up(self.base / "stack", environ={})  # ignore any IOC_* URLs of the caller
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self.urls = state.urls
+        for name, svc in state.services.items():
+            self.service_pids[name] = svc.pid
+            self.pids.add(name, svc.pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        local_stack.down(self.base / "stack")
+        remove_tree(str(self.base))
+
+    def new_database(self, tag: str) -> str:
+        db = create_database(self.urls["IOC_DATABASE_URL"], f"bench_{tag}")
+        migrate(db)
+        return db
+
+    def watch(self) -> ProcWatch:
+        w = ProcWatch()
+        for name, pid in self.service_pids.items():
+            w.add(name, pid)
+        return w
+
+
+class PipelineProcs:
+    """``ioc worker`` and ``ioc bridge`` on the bench's own database, topics, group and share group."""
+
+    def __init__(self, stack: BenchStack, db: str, tag: str, pids: StartedPids, **extra: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+        env.update(stack.urls)
+        env.update(
+            IOC_DATABASE_URL=db, IOC_TOPIC_PREFIX=f"bench-{tag}", IOC_APP_ID=f"bench-worker-{tag}",
+            IOC_BRIDGE_ID=f"bench-bridge-{tag}", IOC_SHARE_GROUP=f"b{tag}", IOC_METRICS_INTERVAL_S="2",
+            IOC_DATA_DIR=str(stack.base / "data"), IOC_STACK_ENV=str(stack.base / "no-such-env-file"),
+        )
+        env.update(extra)
+        self.env = env
+        self.db = db
+        self.procs = ChildProcesses(env, stack.base / "logs")
+        self.pids = pids
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        w = self.procs.start("worker", "worker")
+        self.pids.add("worker", w.pid)
+        ready = self.procs.logdir / "bridge.ready"
+        b = self.procs.start("bridge", "bridge", "--ready-file", str(ready))
+        self.pids.add("bridge", b.pid)
+        if not wait_until(lambda: ready.exists() or not self.procs.alive("bridge"), timeout_s) \
+                or not self.procs.alive("bridge"):
+            raise RuntimeError(f"bridge did not subscribe:\n{self.procs.log('bridge')}")
+
+    def pid(self, name: str) -> int:
+        return self.procs.procs[name].pid
+
+    def check(self) -> None:
+        self.procs.check()
+
+    def warm_up(self, timeout_s: float = 180.0) -> float:
+        """One reading end to end proves the worker has its partitions (Tansu's first assignment takes
+        ~30 s); returns the seconds it took."""
+        sid = f"WARMUP_{uuid.uuid4().hex[:6].upper()}"
+        register_sensors(self.db, [(sid, "water_level", None)])
+        time.sleep(float(self.env.get("IOC_REGISTRY_REFRESH_S", "10")) + 1.0)
+        t0 = time.monotonic()
+        publish_once(self.env["IOC_MQTT_URL"], reading_topic("water_level", sid),
+                     encode_payload(sid, datetime.now(UTC), 1, {"water_level_m": 3.0}))
+
+        def arrived() -> bool:
+            self.check()
+            return bool(db_scalar(self.db, "SELECT count(*) FROM readings WHERE sensor_id = %s", (sid,)))
+
+        if not wait_until(arrived, timeout_s, 0.2):
+            raise RuntimeError(f"worker got no partitions in {timeout_s:.0f} s:\n{self.procs.log('worker')}")
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        self.procs.stop_all()
+
+
+def publish_once(url: str, topic: str, payload: bytes, timeout_s: float = 15.0) -> None:
+    client, target, props = make_client(url, client_id=f"bench-one-{uuid.uuid4().hex[:8]}")
+    connect(client, target, props)
+    client.loop_start()
+    try:
+        info = client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout_s)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+# -- database helpers (the bench's own queries) ---------------------------------------------------------
+
+
+def db_scalar(url: str, query: str, params: Sequence[Any] = ()) -> Any:
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        return None if row is None else row[0]
+
+
+def register_sensors(db: str, sensors: Sequence[tuple[str, str, Mapping[str, float] | None]]) -> None:
+    """(sensor_id, kind, alarm_levels) into ``sensors``, by COPY (tens of thousands at a time)."""
+    with psycopg.connect(db) as conn, conn.cursor() as cur:
+        with cur.copy("COPY sensors (sensor_id, kind, name, metrics, alarm_levels) FROM STDIN") as copy:
+            for sid, kind, levels in sensors:
+                metrics = {m: "" for m in LOAD_SHAPE.get(kind, ("water_level_m",))}
+                copy.write_row((sid, kind, sid, Jsonb(metrics), Jsonb(dict(levels)) if levels else None))
+        conn.commit()
+
+
+def set_active(db: str, prefix: str, active: Sequence[str]) -> None:
+    """Retire every sensor under ``prefix`` except ``active`` (un-retiring those): a sensor that stops
+    reporting between two steps would otherwise raise a silence alert in a later step."""
+    with psycopg.connect(db) as conn:
+        conn.execute("UPDATE sensors SET retired_at = now() WHERE sensor_id LIKE %s AND retired_at IS NULL"
+                     " AND NOT (sensor_id = ANY(%s))", (prefix + "%", list(active)))
+        conn.execute("UPDATE sensors SET retired_at = NULL WHERE sensor_id = ANY(%s) AND retired_at IS NOT NULL",
+                     (list(active),))
+        conn.commit()
+
+
+def rows_by_key(db: str, like: str, t0_us: int, t1_us: int) -> dict[tuple[str, int], int]:
+    """Rows per (sensor_id, ts in µs) in ``readings`` for sensors LIKE ``like`` and ts in [t0, t1]."""
+    t0 = EPOCH + timedelta(microseconds=t0_us)
+    t1 = EPOCH + timedelta(microseconds=t1_us)
+    with psycopg.connect(db, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT sensor_id, floor(extract(epoch FROM ts) * 1000000)::bigint, count(*) FROM readings"
+            " WHERE ts >= %s AND ts <= %s AND sensor_id LIKE %s GROUP BY 1, 2",
+            (t0, t1, like),
+        ).fetchall()
+    return {(r[0], int(r[1])): int(r[2]) for r in rows}
+
+
+# -- load generator: a separate process publishing QoS 1 ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What one generator process publishes: its sensors (round robin) at ``rate`` readings/s."""
+
+    mqtt_url: str
+    sensors: tuple[str, ...]
+    kinds: tuple[str, ...]
+    rate: float
+    seconds: float
+    start_at: float  # wall time of the first tick, so several generators start together
+    inflight: int = 1000
+
+
+def _load_values(kind: str, idx: int, lap: int) -> dict[str, float]:
+    """Smooth, per-sensor values: a flat line would trip the stuck detector, noise the anomaly ones."""
+    wobble = 0.05 * math.sin(0.3 * lap + idx)
+    return {m: round(LOAD_BASE[m] * (1.0 + wobble + 0.01 * (idx % 7)), 3) for m in LOAD_SHAPE[kind]}
+
+
+def generator_main(spec: LoadSpec, conn: Connection) -> None:
+    """Child process: publish ``spec``; send key batches (array of idx, ts_us pairs) and a final dict.
+
+    Each reading's ts is the wall time just before its publish call, so latency is sensor → X.
+    """
+    client, target, props = make_client(spec.mqtt_url, client_id=f"bench-load-{uuid.uuid4().hex[:8]}",
+                                        max_inflight=spec.inflight)
+    acked = 0
+
+    def on_publish(c: object, u: object, mid: int, rc: object, p: object) -> None:
+        nonlocal acked
+        acked += 1  # paho's network thread is the only writer
+
+    client.on_publish = on_publish
+    connect(client, target, props)
+    client.loop_start()
+    n = len(spec.sensors)
+    topics = [reading_topic(k, s) for s, k in zip(spec.sensors, spec.kinds, strict=True)]
+    total = int(spec.rate * spec.seconds)
+    sent = 0
+    keys = array("q")
+    late: list[float] = []
+    seq0 = int(spec.start_at)
+    try:
+        while time.time() < spec.start_at:
+            time.sleep(0.001)
+        t0 = time.monotonic()
+        next_flush = t0 + KEY_FLUSH_S
+        while sent < total:
+            now = time.monotonic()
+            due = min(total, int(spec.rate * (now - t0)) + 1)
+            while sent < due:
+                idx = sent % n
+                lap = sent // n
+                ts_us = now_us()
+                payload = encode_payload(spec.sensors[idx], EPOCH + timedelta(microseconds=ts_us), seq0 + lap,
+                                         _load_values(spec.kinds[idx], idx, lap))
+                client.publish(topics[idx], payload, qos=1)
+                keys.append(idx)
+                keys.append(ts_us)
+                sent += 1
+            if now >= next_flush:
+                conn.send_bytes(keys.tobytes())
+                keys = array("q")
+                next_flush = now + KEY_FLUSH_S
+            nxt = t0 + (int((time.monotonic() - t0) / TICK_S) + 1) * TICK_S
+            delay = nxt - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                late.append(-delay)
+        spent = time.monotonic() - t0
+        last_us = now_us()
+        if keys:
+            conn.send_bytes(keys.tobytes())
+        deadline = time.monotonic() + 15
+        while acked < sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        conn.send_bytes(b"")  # end of keys
+        conn.send({"published": sent, "acked": acked, "seconds": spent, "last_publish_us": last_us,
+                   "ticks_late": len(late), "max_late_ms": round(max(late, default=0.0) * 1000, 1)})
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        conn.close()
+
+
+@dataclass
+class GenResult:
+    published: int = 0
+    acked: int = 0
+    seconds: float = 0.0
+    last_publish_us: int = 0
+    ticks_late: int = 0
+    max_late_ms: float = 0.0
+
+
+class LoadGenerator:
+    """``processes`` generator processes (spawned), sensors split between them round robin.
+
+    Keys arrive in the bench process through pipes and go to ``on_keys(sensor_ids, ts_us)``.
+    """
+
+    def __init__(self, mqtt_url: str, sensors: Sequence[str], kinds: Sequence[str], rate: float, seconds: float,
+                 on_keys: Callable[[list[str], list[int]], None], pids: StartedPids, processes: int = 1) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.on_keys = on_keys
+        self.pids = pids
+        start_at = time.time() + 1.5 + 0.5 * processes  # a spawned interpreter needs ~1 s to import
+        self.parts: list[tuple[list[str], Any, Connection]] = []
+        self._child_ends: list[Connection] = []
+        for g in range(processes):
+            sub = list(sensors[g::processes])
+            sub_kinds = tuple(kinds[g::processes])
+            spec = LoadSpec(mqtt_url, tuple(sub), sub_kinds, rate / processes, seconds, start_at)
+            parent, child = self.ctx.Pipe(duplex=False)
+            proc = self.ctx.Process(target=generator_main, args=(spec, child), name=f"bench-load-{g}", daemon=True)
+            self.parts.append((sub, proc, parent))
+            self._child_ends.append(child)
+        self.results: list[GenResult] = []
+        self.errors: list[str] = []
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> LoadGenerator:
+        for sub, proc, conn in self.parts:
+            proc.start()
+            self.pids.add(proc.name, proc.pid)
+            t = threading.Thread(target=self._read, args=(sub, proc, conn), daemon=True)
+            t.start()
+            self._threads.append(t)
+        for c in self._child_ends:
+            c.close()
+        return self
+
+    def _read(self, sub: list[str], proc: Any, conn: Connection) -> None:
+        try:
+            while True:
+                raw = conn.recv_bytes()
+                if not raw:
+                    break
+                a = array("q")
+                a.frombytes(raw)
+                self.on_keys([sub[i] for i in a[0::2]], list(a[1::2]))
+            d = conn.recv()
+            self.results.append(GenResult(**d))
+        except (EOFError, OSError) as e:
+            self.errors.append(f"{proc.name}: {e!r} (exit {proc.exitcode})")
+
+    def wait(self, timeout_s: float) -> GenResult:
+        deadline = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        self.stop()
+        if self.errors or len(self.results) != len(self.parts):
+            raise RuntimeError(f"load generator failed: {self.errors or 'no result in time'}")
+        r = GenResult(
+            published=sum(x.published for x in self.results), acked=sum(x.acked for x in self.results),
+            seconds=max(x.seconds for x in self.results),
+            last_publish_us=max(x.last_publish_us for x in self.results),
+            ticks_late=sum(x.ticks_late for x in self.results),
+            max_late_ms=max(x.max_late_ms for x in self.results),
+        )
+        return r
+
+    def stop(self) -> None:
+        for _, proc, conn in self.parts:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+            conn.close()
+
+
+# -- arrival tracking: when each published reading became visible in readings ---------------------------
+
+
+class ArrivalTracker(threading.Thread):
+    """Polls ``readings`` every ``interval_s`` and stamps when each published reading first shows up.
+
+    One metric per kind is polled (a reading's rows commit in one transaction). The poll whose
+    statement started at wall time t_k is the upper bound of the arrival of a key it sees first.
+    The window starts at the oldest reading not seen yet (minus a slack for generators whose key
+    batches interleave), and a LIMIT keeps one poll bounded while the pipeline is behind.
+    ``lag_s`` is now minus the publish time of the oldest unseen reading, per poll.
+    """
+
+    SLACK_US = 300_000
+    LIMIT = 50_000
+
+    def __init__(self, db: str, like: str, interval_s: float = 0.1) -> None:
+        super().__init__(name="arrivals", daemon=True)
+        self.db = db
+        self.like = like
+        self.interval_s = interval_s
+        self.first_metrics = [m[0] for m in LOAD_SHAPE.values()]
+        self.lock = threading.Lock()
+        self.order: list[tuple[str, int]] = []
+        self.arrived: dict[tuple[str, int], float] = {}
+        self.pending: set[tuple[str, int]] = set()
+        self.head = 0
+        self.lags: list[tuple[float, float]] = []  # (wall time, lag s)
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def add(self, sensor_ids: list[str], ts_us: list[int]) -> None:
+        with self.lock:
+            for key in zip(sensor_ids, ts_us, strict=True):
+                self.order.append(key)
+                self.pending.add(key)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+    @property
+    def seen(self) -> int:
+        return len(self.arrived)
+
+    def run(self) -> None:
+        try:
+            with psycopg.connect(self.db, autocommit=True, connect_timeout=5) as conn:
+                next_at = time.monotonic()
+                while not self._stop_event.is_set():
+                    with self.lock:
+                        while self.head < len(self.order) and self.order[self.head] in self.arrived:
+                            self.head += 1
+                        low = min((k[1] for k in self.order[self.head:self.head + 64]), default=None)
+                    t_q = time.time()
+                    if low is not None:
+                        self.lags.append((t_q, max(0.0, t_q - low / 1e6)))
+                        rows = conn.execute(
+                            "SELECT sensor_id, floor(extract(epoch FROM ts) * 1000000)::bigint FROM readings"
+                            " WHERE ts >= %s AND sensor_id LIKE %s AND metric = ANY(%s) ORDER BY ts LIMIT %s",
+                            (EPOCH + timedelta(microseconds=low - self.SLACK_US), self.like, self.first_metrics,
+                             self.LIMIT),
+                        ).fetchall()
+                        with self.lock:
+                            for sid, us in rows:
+                                key = (sid, int(us))
+                                if key in self.pending:
+                                    self.pending.discard(key)
+                                    self.arrived[key] = t_q
+                    next_at += self.interval_s
+                    delay = next_at - time.monotonic()
+                    if delay > 0:
+                        self._stop_event.wait(delay)
+                    else:
+                        next_at = time.monotonic()
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
+
+    def latencies_ms(self) -> list[float]:
+        with self.lock:
+            return [(t - us / 1e6) * 1000.0 for (_, us), t in self.arrived.items()]
+
+    def keys(self) -> list[tuple[str, int]]:
+        with self.lock:
+            return list(self.order)
+
+
+# -- results ------------------------------------------------------------------------------------------
+
+
+def write_result(out_dir: Path, name: str, data: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def result_header(bench: str, quick: bool, argv: Sequence[str]) -> dict[str, Any]:
+    return {"bench": bench, "quick": quick, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": host_info(), "command": " ".join([Path(sys.executable).name, *argv])}
+
+
+def short_tag() -> str:
+    return uuid.uuid4().hex[:6]
