@@ -32,8 +32,9 @@ test: $(STAMP) system-deps lint typecheck
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit ioc detectors streams sensors_sim
 
+# `make bench` runs every bench (≤ ~20 min); `make bench BENCH_ARGS=--quick` is a ≤ 3 min smoke run.
 bench: $(STAMP) system-deps
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .ioc .pytest_cache .mypy_cache .ruff_cache

@@ -282,6 +282,7 @@ def main() -> int:
     print(f"scenario {args.scenario}: {len(every)} valid readings, {len(entries)} sensors; "
           f"detectors from {Path(detectors.__file__).parent}; python {platform.python_version()}")
     gc.collect()
+    gc.freeze()  # the simulation's ~10^5 readings are not the worker's heap: keep them out of every GC pass
 
     kinds: dict[str, Any] = {}
     for kind, sids in chosen.items():

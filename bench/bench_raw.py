@@ -308,13 +308,19 @@ class FaustHop:
 
     def measure(self, timeout_s: float) -> dict[str, Any]:
         self.go.touch()
-        assert self.proc.stdout is not None
         line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline() if self.proc.stdout else ""),
-                                  daemon=True)
+
+        def read() -> None:
+            # Faust writes terminal escape codes (cursor hide/show) to stdout; the result follows them.
+            for text in self.proc.stdout or ():
+                if "done " in text:
+                    line.append(text[text.index("done ") :])
+                    return
+
+        reader = threading.Thread(target=read, daemon=True)
         reader.start()
         reader.join(timeout_s)
-        if not line or not line[0].startswith("done"):
+        if not line:
             return {"records": self.n, "received": 0, "error": f"no result in {timeout_s:.0f} s",
                     "log_tail": log_tail(self.log, 15)}
         _, first, last, k = line[0].split()
@@ -333,7 +339,7 @@ class FaustHop:
 
 def pg_copy(db: str, n_rows: int, batch: int) -> dict[str, Any]:
     now = datetime.now(UTC)
-    rows = []
+    rows: list[tuple[datetime, str, str, float]] = []
     i = 0
     while len(rows) < n_rows:
         kind = LOAD_KINDS[i % len(LOAD_KINDS)]

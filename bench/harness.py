@@ -562,17 +562,21 @@ class ArrivalTracker(threading.Thread):
     statement started at wall time t_k is the upper bound of the arrival of a key it sees first.
     The window starts at the oldest reading not seen yet (minus a slack for generators whose key
     batches interleave), and a LIMIT keeps one poll bounded while the pipeline is behind.
-    ``lag_s`` is now minus the publish time of the oldest unseen reading, per poll.
+    ``lag_s`` is now minus the publish time of the oldest unseen reading, per poll. Only readings
+    whose ts in µs is divisible by ``sample`` are tracked, so the poll's own CPU stays small next to
+    the pipeline's; a row-by-row count of every reading is the caller's (``rows_by_key``).
     """
 
     SLACK_US = 300_000
     LIMIT = 50_000
 
-    def __init__(self, db: str, like: str, interval_s: float = 0.1) -> None:
+    def __init__(self, db: str, like: str, interval_s: float = 0.1, sample: int = 10) -> None:
         super().__init__(name="arrivals", daemon=True)
         self.db = db
         self.like = like
         self.interval_s = interval_s
+        self.sample = max(1, sample)
+        self.all_keys: list[tuple[str, int]] = []
         self.first_metrics = [m[0] for m in LOAD_SHAPE.values()]
         self.lock = threading.Lock()
         self.order: list[tuple[str, int]] = []
@@ -586,8 +590,10 @@ class ArrivalTracker(threading.Thread):
     def add(self, sensor_ids: list[str], ts_us: list[int]) -> None:
         with self.lock:
             for key in zip(sensor_ids, ts_us, strict=True):
-                self.order.append(key)
-                self.pending.add(key)
+                self.all_keys.append(key)
+                if key[1] % self.sample == 0:
+                    self.order.append(key)
+                    self.pending.add(key)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -596,6 +602,11 @@ class ArrivalTracker(threading.Thread):
     @property
     def seen(self) -> int:
         return len(self.arrived)
+
+    @property
+    def tracked(self) -> int:
+        with self.lock:
+            return len(self.order)
 
     def run(self) -> None:
         try:
@@ -611,9 +622,10 @@ class ArrivalTracker(threading.Thread):
                         self.lags.append((t_q, max(0.0, t_q - low / 1e6)))
                         rows = conn.execute(
                             "SELECT sensor_id, floor(extract(epoch FROM ts) * 1000000)::bigint FROM readings"
-                            " WHERE ts >= %s AND sensor_id LIKE %s AND metric = ANY(%s) ORDER BY ts LIMIT %s",
+                            " WHERE ts >= %s AND sensor_id LIKE %s AND metric = ANY(%s)"
+                            " AND floor(extract(epoch FROM ts) * 1000000)::bigint %% %s = 0 ORDER BY ts LIMIT %s",
                             (EPOCH + timedelta(microseconds=low - self.SLACK_US), self.like, self.first_metrics,
-                             self.LIMIT),
+                             self.sample, self.LIMIT),
                         ).fetchall()
                         with self.lock:
                             for sid, us in rows:
@@ -635,8 +647,9 @@ class ArrivalTracker(threading.Thread):
             return [(t - us / 1e6) * 1000.0 for (_, us), t in self.arrived.items()]
 
     def keys(self) -> list[tuple[str, int]]:
+        """Every published key, sampled or not."""
         with self.lock:
-            return list(self.order)
+            return list(self.all_keys)
 
 
 # -- results ------------------------------------------------------------------------------------------
@@ -658,3 +671,82 @@ def result_header(bench: str, quick: bool, argv: Sequence[str]) -> dict[str, Any
 
 def short_tag() -> str:
     return uuid.uuid4().hex[:6]
+
+
+# -- summary of a run -------------------------------------------------------------------------------------
+
+
+def _load(out_dir: Path, name: str) -> dict[str, Any] | None:
+    path = out_dir / f"{name}.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        return None
+
+
+def _fmt_q(q: Mapping[str, Any] | None) -> str:
+    if not q or not q.get("n"):
+        return "-"
+    return f"{q['p50']:,.0f} / {q['p99']:,.0f} / {q['max']:,.0f} ms (n={q['n']:,})"
+
+
+def summary_rows(out_dir: Path = RESULTS_DIR) -> list[tuple[str, str]]:
+    """(what, figure) rows from raw.json and sustained.json, ratios included."""
+    rows: list[tuple[str, str]] = []
+    raw = _load(out_dir, "raw")
+    sus = _load(out_dir, "sustained")
+    slow: float | None = None
+    if raw:
+        tag = " (quick)" if raw.get("quick") else ""
+        for key, h in raw.get("hops", {}).items():
+            if h.get("readings_per_s"):
+                rows.append((f"raw{tag}: {key}", f"{h.get('per_s', 0):,}/s = {h['readings_per_s']:,} readings/s"))
+        if raw.get("slowest_hop"):
+            slow = float(raw["slowest_hop"]["readings_per_s"])
+            rows.append(("raw: slowest pipeline hop", f"{raw['slowest_hop']['name']} at {slow:,.0f} readings/s"))
+    if sus:
+        tag = f" (hold {sus['hold_s']:g} s" + (", quick)" if sus.get("quick") else ")")
+        for code, c in sus.get("cadences", {}).items():
+            rows.append((f"sustained rate, {code} per sensor{tag}",
+                         f"{c['sustained_rate']:,.0f} readings/s (first fail {c.get('first_failing_rate')},"
+                         f" {len(c['steps'])} steps, stopped: {c['search_stopped']})"))
+            if slow and c["sustained_rate"]:
+                rows.append((f"ratio: sustained {code} ÷ slowest raw hop", f"{c['sustained_rate'] / slow:.2f}"))
+        for rate, p in sus.get("latency", {}).items():
+            label = f"at {float(rate):,.0f}/s" + (" (sustained)" if p.get("is_sustained_rate") else "")
+            rows.append((f"row latency {label}", _fmt_q(p.get("row_latency_ms"))))
+            rows.append((f"alert latency {label}", _fmt_q(p.get("alert_latency_ms"))))
+            cpu = dict(p.get("cpu_s_per_1k_readings", {}))
+            total = cpu.pop("total_pipeline", 0.0)
+            cpu.pop("bench", None)
+            rows.append((f"CPU-s per 1k readings {label}",
+                         f"{total:.3f}: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))))
+            if total:
+                rows.append((f"CPU share {label}",
+                             ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))))
+            rss = {k: v for k, v in p.get("rss_peak_mb", {}).items() if k != "bench"}
+            rows.append((f"RSS peak MB {label}", ", ".join(f"{k} {v:,.0f}" for k, v in sorted(rss.items()))))
+    return rows
+
+
+def write_summary(out_dir: Path = RESULTS_DIR) -> tuple[list[tuple[str, str]], Path | None]:
+    """Print the summary table (rich) and write ``summary.md``; returns the rows and the file."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = summary_rows(out_dir)
+    if not rows:
+        return rows, None
+    t = Table(title="Issue 11 figures (bench/results)")
+    t.add_column("what")
+    t.add_column("figure", justify="right")
+    for what, fig in rows:
+        t.add_row(what, fig)
+    Console(width=140).print(t)
+    lines = ["# Bench summary", "", f"Written {datetime.now(UTC).isoformat(timespec='seconds')} from "
+             f"`bench/results/*.json` on {host_info()['cpus']} CPUs.", "", "| what | figure |", "|---|---|"]
+    lines += [f"| {w} | {f} |" for w, f in rows]
+    path = out_dir / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    return rows, path

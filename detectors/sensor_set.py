@@ -62,7 +62,8 @@ def health_detectors(
         out.append(PhysicalRangeDetector(sensor_id, {m: (s.low, s.high) for m, s in specs.items()}))
         rates = {m: s.rate for m, s in specs.items() if s.rate is not None}
         if rates:
-            out.append(RateOfChangeDetector(sensor_id, rates, clear_after=readings_for(1800, interval_s, 2)))
+            out.append(RateOfChangeDetector(sensor_id, rates, interval_s=interval_s,
+                                            clear_after=readings_for(1800, interval_s, 2)))
         flats = {m: s.flat for m, s in specs.items() if s.flat is not None}
         if flats:
             out.append(StuckDetector(sensor_id, flats, min_flat_s=fam.stuck_min_flat_s))

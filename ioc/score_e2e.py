@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -147,7 +148,10 @@ async def _read_findings(kafka_url: str, topic: str, idle_s: float, done: Callab
 
 
 def run_e2e(name: str, *, seconds: float = 120.0, seed: int | None = None,
-            progress: Callable[[str], None] | None = None) -> E2eResult:
+            progress: Callable[[str], None] | None = None,
+            during: Callable[[ChildProcesses], None] | None = None) -> E2eResult:
+    """``during`` runs in a thread while the scenario is published (fault injection: kill and
+    restart the worker, say); the result must still agree with the in-process run."""
     say = progress or (lambda _msg: None)
     sim: Simulation = simulate(name, seed)
     say(f"{name}: {len(sim.series)} sensors; in-process run")
@@ -182,7 +186,12 @@ def run_e2e(name: str, *, seconds: float = 120.0, seed: int | None = None,
                     raise StackError("bridge did not subscribe within 60 s")
                 time.sleep(0.1)
             say(f"{name}: publishing over MQTT in about {seconds:.0f} s")
+            fault = threading.Thread(target=during, args=(procs,), name="fault", daemon=True) if during else None
+            if fault is not None:
+                fault.start()
             pub = publish_simulation(sim, urls["IOC_MQTT_URL"], fit_seconds=seconds, align_s=ALIGN_S)
+            if fault is not None:
+                fault.join()
             say(f"{name}: {pub.published} published; waiting for the pipeline to drain")
             from ioc.demo import db_counts
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _enc = msgspec.json.Encoder()
+CHECKPOINT = "__offset__:"  # table key of a partition's detector checkpoint (never a sensor id)
 
 
 def register_sink_agents(p: Pipeline, settings: Settings) -> None:
@@ -45,15 +46,18 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     busy_at: dict[int, float] = {}  # partition -> wall time of its latest envelope
     part_of: dict[str, int] = {}
 
+    def part(sensor_id: str) -> int:
+        got = part_of.get(sensor_id)
+        if got is None:
+            got = part_of[sensor_id] = partition_for(sensor_id, settings.kafka_partitions)
+        return got
+
     def partition_sensors(partition: int) -> list[str]:
-        out = []
-        for key in p.detector_state.keys():
-            part = part_of.get(key)
-            if part is None:
-                part = part_of[key] = partition_for(key, settings.kafka_partitions)
-            if part == partition:
-                out.append(key)
-        return out
+        """Sensors of one partition: in the table, or live here and not yet checkpointed."""
+        keys = {k for k in p.detector_state.keys() if not k.startswith(CHECKPOINT)}
+        if bank:
+            keys |= bank[0].live_sensors()
+        return sorted(k for k in keys if part(k) == partition)
 
     def detect(readings: list[Any], partition: int) -> list[Finding]:
         """The detectors over an envelope, with the silence timer run in event time between readings:
@@ -74,6 +78,53 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
 
     assert settings.kafka_url is not None
     guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.readings, db, stats)
+    # Detector state is checkpointed, not written per envelope: every ``detector_checkpoint_s`` a
+    # partition's changed sensors go to the table with the next offset they cover. A worker that
+    # takes a partition over (after a crash or a rebalance) replays the readings after the
+    # checkpoint through the detectors, silently: their findings went out before those offsets
+    # were committed. Writing ~10 KB per sensor per envelope cost more than the detectors.
+    rereader = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.readings, db, stats)
+    caught_up: set[int] = set()
+    covered: dict[int, int] = {}  # partition -> first offset the restored state does not cover
+    flushed_at: dict[int, float] = {}
+
+    async def catch_up(partition: int, offset: int) -> None:
+        b = bank[0]
+        for sid in partition_sensors(partition):
+            b.forget(sid)  # reload from the table: the checkpoint, maybe another worker's
+        raw = p.detector_state.get(f"{CHECKPOINT}{partition}")
+        ckpt = int(raw) if raw else None
+        caught_up.add(partition)
+        covered[partition] = ckpt if ckpt is not None else -1
+        if ckpt is None or ckpt >= offset:
+            return
+        replayed = 0
+        async for _off, value in rereader.read_range(partition, ckpt, offset):
+            try:
+                env = decode_envelope(value)
+            except (msgspec.DecodeError, TypeError):
+                continue  # stored as poison when it came; nothing for the detectors
+            detect(env.readings, partition)  # findings discarded: sent before these offsets were committed
+            replayed += len(env.readings)
+        stats.add("detector_replayed_readings", replayed)
+        log.info("%s[%s]: detector state restored from offset %s; %s readings up to %s replayed",
+                 p.topics.readings, partition, ckpt, replayed, offset)
+
+    def checkpoint(partition: int, next_offset: int, now: float) -> None:
+        if now - flushed_at.get(partition, 0.0) < settings.detector_checkpoint_s:
+            return
+        b = bank[0]
+        b.flush([sid for sid in b.dirty if part(sid) == partition], p.detector_state)
+        p.detector_state[f"{CHECKPOINT}{partition}"] = str(next_offset).encode()
+        flushed_at[partition] = now
+        stats.add("detector_checkpoints")
+
+    async def on_revoked(_sender: Any, revoked: Any = (), **_: Any) -> None:
+        for tp in revoked or ():
+            if tp.topic == p.topics.readings:
+                caught_up.discard(tp.partition)
+
+    p.app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # Faust passes signal= too
     dl_guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.deadletter, dl_db, stats)
 
     async def apply_envelope(value: bytes, at: Position, jump: bool) -> ClaimResult:
@@ -87,7 +138,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         if result.claim is Claim.AHEAD:
             return ClaimResult(result.claim, result.expected_offset or 0)
         committed = datetime.now(UTC)
-        clock.observe(((r.sensor_id, r.ts) for r in readings), committed)
+        clock.observe(at.partition, [r.ts for r in readings], committed)
         if result.claim is Claim.NEXT:
             stats.add("readings", len(readings))
             stats.add("rows_in", result.rows_in)
@@ -97,13 +148,15 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
                 stats.latency((committed - r.ts).total_seconds() * 1000.0)
         else:
             stats.add("envelopes_redelivered")
-        # Detectors run on redeliveries too: their table state may predate the crash, and they
-        # ignore readings they have already seen (causal, by timestamp).
         if not bank:
-            bank.append(DetectorBank(await db.run(load_sensor_entries, "load sensor registry")))
+            bank.append(DetectorBank(await db.run(load_sensor_entries, "load sensor registry"), defer_writes=True))
         busy_at[at.partition] = committed.timestamp()
         try:
-            findings = detect(readings, at.partition)
+            if at.partition not in caught_up:
+                await catch_up(at.partition, at.offset)
+            # Below the checkpoint the state already holds this envelope (a redelivery after a crash).
+            findings = detect(readings, at.partition) if at.offset >= covered.get(at.partition, -1) else []
+            checkpoint(at.partition, at.offset + 1, committed.timestamp())
         except Exception:  # the readings are stored; a detector bug must not stop storage
             log.exception("detectors failed on %s[%s]@%s", p.topics.readings, at.partition, at.offset)
             stats.add("detector_errors")
@@ -168,19 +221,19 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         if not bank:
             return
         wall = datetime.now(UTC)
-        idle = [k for k in p.detector_state.keys()
-                if wall.timestamp() - busy_at.get(part_of.get(k, partition_for(k, settings.kafka_partitions)), 0.0)
-                > 2 * tick_s]
-        if not idle:
-            return
+        idle: dict[int, list[str]] = defaultdict(list)
+        for k in {k for k in p.detector_state.keys() if not k.startswith(CHECKPOINT)} | bank[0].live_sensors():
+            if wall.timestamp() - busy_at.get(part(k), 0.0) > 2 * tick_s:
+                idle[part(k)].append(k)
+        found: list[Finding] = []
         try:
-            found = bank[0].check_silence(idle, p.detector_state, clock.now(wall), clock.started)
+            for partition, keys in idle.items():
+                found += bank[0].check_silence(keys, p.detector_state, clock.now(partition, wall), clock.started)
         except Exception:  # a detector bug must not stop the timer
             log.exception("silence check failed")
             return
         for f in found:
-            part = partition_for(f.sensor_id, settings.kafka_partitions)
-            await p.findings.send(value=_enc.encode(FindingBatch(1, [f])), partition=part)
+            await p.findings.send(value=_enc.encode(FindingBatch(1, [f])), partition=part(f.sensor_id))
             stats.add("findings", 1)
 
     p.app.agent(p.readings, name="sink")(sink)

@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> Pipeline:
         deadletter=app.topic(names.deadletter, value_type=bytes, partitions=p),
         findings=app.topic(names.findings, value_type=bytes, partitions=p),
         alerts=app.topic(names.alerts, value_type=bytes, partitions=p),
-        detector_state=app.Table("detector_state", default=None, partitions=p),
+        detector_state=app.Table("detector_state", default=None, partitions=p, value_type=bytes),  # raw codec: see detection.encode_state
     )
     from streams.agents_alerts import register_alert_agents
     from streams.agents_sink import register_sink_agents

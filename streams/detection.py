@@ -58,11 +58,16 @@ def build_detectors(s: SensorEntry) -> list[Any]:
 class DetectorBank:
     """All detectors per sensor, built from the registry, warm in memory between envelopes."""
 
-    def __init__(self, sensors: Mapping[str, SensorEntry], rules: AlertRules | None = None) -> None:
+    def __init__(self, sensors: Mapping[str, SensorEntry], rules: AlertRules | None = None, *,
+                 defer_writes: bool = False) -> None:
         self.sensors = dict(sensors)
         self.rules = rules if rules is not None else load_rules()
         self._live: dict[str, list[Any]] = {}
         self._holds: dict[str, HoldState] = {}
+        # With ``defer_writes`` the table is written by :meth:`flush` (a checkpoint), not per call;
+        # the stage then replays what came after the checkpoint when it takes a partition over.
+        self.defer_writes = defer_writes
+        self.dirty: set[str] = set()
 
     def update_registry(self, sensors: Mapping[str, SensorEntry]) -> None:
         """A changed entry gets fresh detectors (state kept for the rules it still has); a retired
@@ -80,7 +85,7 @@ class DetectorBank:
             if entry is None:
                 return None
             dets = build_detectors(entry)
-            saved = table.get(sensor_id)
+            saved = decode_state(table.get(sensor_id))
             rules = saved.get("rules", {}) if isinstance(saved, dict) and saved.get("state_version") == STATE_VERSION else {}
             for d in dets:
                 if d.rule in rules:
@@ -119,9 +124,23 @@ class DetectorBank:
                     findings.extend(hold.feed(self.rules, f))
             findings.extend(hold.tick(self.rules, r.ts))
             touched[r.sensor_id] = dets
-        for sensor_id, dets in touched.items():
-            table[sensor_id] = state_of(dets, self._holds[sensor_id])  # reassign: reaches the changelog
+        if self.defer_writes:
+            self.dirty.update(touched)
+        else:
+            for sensor_id, dets in touched.items():
+                table[sensor_id] = encode_state(dets, self._holds[sensor_id])  # reassign: reaches the changelog
         return findings
+
+    def flush(self, sensor_ids: Iterable[str], table: MutableMapping[str, Any]) -> int:
+        """Write the state of these (dirty) sensors to the table; returns how many."""
+        n = 0
+        for sid in sensor_ids:
+            dets = self._live.get(sid)
+            if dets is not None:
+                table[sid] = encode_state(dets, self._holds[sid])
+                n += 1
+            self.dirty.discard(sid)
+        return n
 
     def check_silence(self, sensor_ids: Iterable[str], table: Mapping[str, Any], now: datetime,
                       resumed_at: datetime | None) -> list[Finding]:
@@ -166,13 +185,42 @@ class DetectorBank:
                 if found:
                     out.extend(found)
                     changed.add(sid)
-        for sid in changed:
-            table[sid] = state_of(self._live[sid], self._holds[sid])
+        if self.defer_writes:
+            self.dirty.update(changed)
+        else:
+            for sid in changed:
+                table[sid] = encode_state(self._live[sid], self._holds[sid])
         return out
+
+    def live_sensors(self) -> set[str]:
+        return set(self._live)
 
     def forget(self, sensor_id: str) -> None:
         self._live.pop(sensor_id, None)
         self._holds.pop(sensor_id, None)
+        self.dirty.discard(sensor_id)
+
+
+_state_enc = msgspec.json.Encoder()
+
+
+def encode_state(dets: Iterable[Any], hold: HoldState | None = None) -> bytes:
+    """The table value: JSON bytes by msgspec (the table's codec is raw). The stdlib encoder Faust
+    would use cost as much CPU as every detector update together (float formatting)."""
+    return _state_enc.encode(state_of(dets, hold))
+
+
+def decode_state(value: Any) -> dict[str, Any] | None:
+    """A stored entry: JSON bytes, or a dict (an in-memory table, or a changelog written before
+    the raw codec, whose JSON text arrives as bytes too)."""
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        out = msgspec.json.decode(value)
+    except (msgspec.DecodeError, TypeError):
+        log.warning("undecodable detector state ignored (%d bytes)", len(value) if hasattr(value, "__len__") else -1)
+        return None
+    return out if isinstance(out, dict) else None
 
 
 def state_of(dets: Iterable[Any], hold: HoldState | None = None) -> dict[str, Any]:

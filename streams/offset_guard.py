@@ -126,6 +126,11 @@ class OffsetGuard:
         log.error("%s[%s]: offsets %s..%s are no longer on the broker (retention?): %s records lost",
                   self.topic, partition, start, end - 1, end - start)
 
+    def read_range(self, partition: int, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
+        """Records ``start <= offset < end`` straight from the partition (one reader per guard: do
+        not interleave two ranges on one guard)."""
+        return self._read(partition, start, end)
+
     async def _read(self, partition: int, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
         """Records ``start <= offset < end`` of one partition, in order, a batch at a time (fewer if
         the broker lost some); raises if none arrives for ``read_timeout_s``."""

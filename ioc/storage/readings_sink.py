@@ -1,8 +1,8 @@
 """Idempotent, late-data-correct writes of readings and their 1-minute roll-ups.
 
-Binary COPY into a session temp table, then ``INSERT ... ON CONFLICT DO NOTHING``, then the
-roll-ups are recomputed from raw rows for exactly the buckets that received new rows. A
-redelivered batch therefore changes nothing, and a late reading corrects its bucket.
+Binary COPY into a session temp table, then one statement: ``INSERT ... ON CONFLICT DO NOTHING``
+and the rows it really inserted folded into their 1-minute buckets. A redelivered batch
+therefore changes nothing, and a late reading corrects its bucket.
 """
 
 from __future__ import annotations
@@ -18,42 +18,37 @@ from ioc.wire import Reading
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS readings_stage (
     ts timestamptz NOT NULL, sensor_id text NOT NULL, metric text NOT NULL, value double precision NOT NULL
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS readings_touched (
-    sensor_id text NOT NULL, metric text NOT NULL, bucket timestamptz NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
+# One statement: insert what is new, then fold exactly those rows into their 1-minute buckets
+# (count, sum, min, max, and `last` by timestamp), so a redelivered batch adds nothing and a
+# late reading corrects its bucket, at a cost that does not grow with the rows already there.
 _INSERT = """
 WITH ins AS (
     INSERT INTO readings (ts, sensor_id, metric, value)
     SELECT DISTINCT ON (sensor_id, metric, ts) ts, sensor_id, metric, value FROM readings_stage
     ORDER BY sensor_id, metric, ts
     ON CONFLICT ON CONSTRAINT readings_key DO NOTHING
-    RETURNING sensor_id, metric, ts
-), touched AS (
-    INSERT INTO readings_touched (sensor_id, metric, bucket)
-    SELECT DISTINCT sensor_id, metric, date_trunc('minute', ts) FROM ins
+    RETURNING sensor_id, metric, ts, value
+), agg AS (
+    SELECT date_trunc('minute', ts) AS bucket, sensor_id, metric, count(*)::int AS n, sum(value) AS s,
+           min(value) AS mn, max(value) AS mx, (array_agg(value ORDER BY ts DESC))[1] AS last, max(ts) AS last_ts
+    FROM ins GROUP BY 1, 2, 3
+), up AS (
+    INSERT INTO readings_1m AS r (bucket, sensor_id, metric, n, mean, min, max, last, sum, last_ts)
+    SELECT bucket, sensor_id, metric, n, s / n, mn, mx, last, s, last_ts FROM agg
+    ON CONFLICT (sensor_id, metric, bucket) DO UPDATE SET
+        n = r.n + EXCLUDED.n,
+        sum = r.sum + EXCLUDED.sum,
+        mean = (r.sum + EXCLUDED.sum) / (r.n + EXCLUDED.n),
+        min = LEAST(r.min, EXCLUDED.min),
+        max = GREATEST(r.max, EXCLUDED.max),
+        last = CASE WHEN EXCLUDED.last_ts > r.last_ts THEN EXCLUDED.last ELSE r.last END,
+        last_ts = GREATEST(r.last_ts, EXCLUDED.last_ts)
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM touched)
-"""
-
-# LATERAL: one index range scan per touched bucket, whatever the planner's statistics say
-# (a plain join sorted all of `readings` per batch until ANALYZE ran: 10x slower on fresh tables).
-_ROLLUP = """
-INSERT INTO readings_1m AS r1 (bucket, sensor_id, metric, n, mean, min, max, last)
-SELECT t.bucket, t.sensor_id, t.metric, a.n, a.mean, a.min, a.max, a.last
-FROM readings_touched t
-CROSS JOIN LATERAL (
-    SELECT count(*) AS n, avg(r.value) AS mean, min(r.value) AS min, max(r.value) AS max,
-           (array_agg(r.value ORDER BY r.ts DESC))[1] AS last
-    FROM readings r
-    WHERE r.sensor_id = t.sensor_id AND r.metric = t.metric
-      AND r.ts >= t.bucket AND r.ts < t.bucket + INTERVAL '1 minute'
-) a
-ON CONFLICT (sensor_id, metric, bucket) DO UPDATE
-SET n = EXCLUDED.n, mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max, last = EXCLUDED.last
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up)
 """
 
 
@@ -89,6 +84,4 @@ def write_readings(
                     rows_in += 1
         cur.execute(_INSERT)
         inserted, touched = cur.fetchone()  # type: ignore[misc]
-        if touched:
-            cur.execute(_ROLLUP)
     return WriteResult(rows_in, int(inserted), int(touched))

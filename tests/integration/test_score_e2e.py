@@ -37,3 +37,35 @@ def test_e2e_replay_agrees_with_in_process_and_groups_the_flood_per_river(stack:
     assert steps.index("opened") < steps.index("escalated warning") < steps.index("escalated critical"), steps
     assert cai[0]["peak"] == "critical"
     assert "HYD_DIEN_PHU" in cai[0]["members"]
+
+
+def test_a_worker_sigkilled_mid_flood_misses_no_finding_and_duplicates_none(stack: Any, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker dies (SIGKILL) in the middle of the demo flood and is restarted at once: its detector
+    state comes back from the changelog checkpoint plus the readings replayed after it, so the
+    findings equal the in-process run's one for one, and no alert transition happens twice."""
+    import signal
+    import time
+
+    from ioc.score_e2e import run_e2e
+    from ioc.stack.children import ChildProcesses
+
+    for k, v in stack_env(stack, IOC_DATA_DIR=str(tmp_path)).items():
+        if k.startswith("IOC_"):
+            monkeypatch.setenv(k, v)
+    killed: list[float] = []
+
+    def kill_and_restart(procs: ChildProcesses) -> None:
+        time.sleep(18)  # about 40 % into the 45 s replay: the flood is rising
+        procs.kill("worker", signal.SIGKILL)
+        killed.append(time.monotonic())
+        procs.start("worker", "worker")
+
+    res = run_e2e("demo", seconds=45, during=kill_and_restart)
+    assert killed, "the fault never ran"
+    a = res.agreement
+    assert a.agree, (a.only_inprocess[:20], a.only_e2e[:20])
+    assert res.published == res.stored + res.deadlettered
+    flood = [i for i in res.incidents if i.kind == "flood"]
+    assert flood and all(len(i.events) == len({(e[1], str(e[2].get("to") or e[2].get("severity")), str(e[2].get("ts")))
+                                                 for e in i.events}) for i in flood), flood
