@@ -171,7 +171,8 @@ class JsonTable(MutableMapping[str, Any]):
         return self.d[k]
 
     def __setitem__(self, k: str, v: Any) -> None:
-        self.encoded_bytes += len(json.dumps(v))
+        # the bank writes msgspec-encoded bytes (the table's codec is raw); older code wrote dicts
+        self.encoded_bytes += len(v) if isinstance(v, bytes | bytearray) else len(json.dumps(v))
         self.d[k] = v
 
     def __delitem__(self, k: str) -> None:

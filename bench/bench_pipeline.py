@@ -555,7 +555,8 @@ def run(args: argparse.Namespace) -> None:
             console.print(f"ceiling: paho QoS 1 pub→sub {ceiling:,.0f} msg/s ({ceiling_got:,} of {args.n:,} received)")
 
         # tuning knobs pass through (e.g. IOC_ENVELOPE_MAX_MS=100); URLs and identities are the bench's own
-        tuning = ("IOC_ENVELOPE_MAX_MS", "IOC_ENVELOPE_MAX_READINGS", "IOC_KAFKA_PARTITIONS")
+        tuning = ("IOC_ENVELOPE_MAX_MS", "IOC_ENVELOPE_MAX_READINGS", "IOC_KAFKA_PARTITIONS", "IOC_DETECTORS_ENABLED",
+              "IOC_DETECTOR_CHECKPOINT_S")
         env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_") or k in tuning}
         env.update(urls)
         env.update(

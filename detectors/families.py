@@ -37,7 +37,7 @@ class MetricSpec:
 #: Per metric (names are unique across kinds, see ioc.domain.KIND_METRICS).
 METRICS: dict[str, MetricSpec] = {
     # river stage, gauge datum: generic bounds; per station tightened from the registry
-    "water_level_m": MetricSpec(-10.0, 100.0, 0.01, RateLimit(0.15, 4.0, 2.0, 0.5), FlatSpec(prior_run=8.0)),
+    "water_level_m": MetricSpec(-10.0, 100.0, 0.01, RateLimit(0.15, 4.0, 2.0, 0.5), FlatSpec(prior_run=8.0, min_run=4.0)),
     # sea level, chart datum: mean ~1.2 m, spring range 1.5-2 m, surge + waves up to ~3 m more
     "sea_level_m": MetricSpec(-3.0, 7.0, 0.01, RateLimit(0.3, 1.5, 1.5, 0.4), FlatSpec(prior_run=3.0)),
     # per reading; bursty; zero is the normal state (exempt from flat-line)
@@ -52,14 +52,14 @@ METRICS: dict[str, MetricSpec] = {
     # typhoon eye passage drops 10-20 hPa/h at most
     "pressure_hpa": MetricSpec(870.0, 1085.0, 0.1, RateLimit(3.0, 20.0, 20.0, 2.0), FlatSpec(prior_run=4.0)),
     # µg/m³; upper bounds = 2 × the VN_AQI 500 breakpoint (QĐ 1459/QĐ-TCMT, Bảng 2); small negative zero offsets
-    "pm25": MetricSpec(-5.0, 1000.0, 1.0, RateLimit(400.0, 400.0, 400.0, 30.0), FlatSpec(prior_run=2.0)),
-    "pm10": MetricSpec(-5.0, 1200.0, 1.0, RateLimit(800.0, 800.0, 800.0, 50.0), FlatSpec(prior_run=2.0)),
-    "no2": MetricSpec(-5.0, 7700.0, 1.0, RateLimit(500.0, 500.0, 500.0, 40.0), FlatSpec(prior_run=2.0)),
-    "o3": MetricSpec(-5.0, 2400.0, 1.0, RateLimit(300.0, 300.0, 300.0, 40.0), FlatSpec(prior_run=2.0)),
-    "so2": MetricSpec(-5.0, 5260.0, 1.0, RateLimit(500.0, 500.0, 500.0, 20.0), FlatSpec(prior_run=2.0)),
-    "co": MetricSpec(-50.0, 300000.0, 20.0, RateLimit(20000.0, 20000.0, 20000.0, 1000.0), FlatSpec(prior_run=2.0)),
+    "pm25": MetricSpec(-5.0, 1000.0, 1.0, RateLimit(400.0, 400.0, 400.0, 30.0, immediate=False), FlatSpec(prior_run=2.0, min_run=2.0)),
+    "pm10": MetricSpec(-5.0, 1200.0, 1.0, RateLimit(800.0, 800.0, 800.0, 50.0, immediate=False), FlatSpec(prior_run=2.0, min_run=2.0)),
+    "no2": MetricSpec(-5.0, 7700.0, 1.0, RateLimit(500.0, 500.0, 500.0, 40.0, immediate=False), FlatSpec(prior_run=2.0, min_run=2.0)),
+    "o3": MetricSpec(-5.0, 2400.0, 1.0, RateLimit(300.0, 300.0, 300.0, 40.0, immediate=False), FlatSpec(prior_run=2.0, min_run=2.0)),
+    "so2": MetricSpec(-5.0, 5260.0, 1.0, RateLimit(500.0, 500.0, 500.0, 20.0, immediate=False), FlatSpec(prior_run=2.0, min_run=2.0)),
+    "co": MetricSpec(-50.0, 300000.0, 20.0, RateLimit(20000.0, 20000.0, 20000.0, 1000.0, immediate=False), FlatSpec(prior_run=2.0, min_run=2.0)),
     # class-1 sound level meters: 20-140 dBA
-    "laeq_dba": MetricSpec(20.0, 140.0, 0.5, RateLimit(40.0, 40.0, 40.0, 8.0), FlatSpec(prior_run=2.0)),
+    "laeq_dba": MetricSpec(20.0, 140.0, 0.5, RateLimit(40.0, 40.0, 40.0, 8.0, immediate=False), FlatSpec(prior_run=2.0)),
     # traffic changes abruptly at incidents: no rate test; jams and empty roads repeat legitimately
     "speed_kmh": MetricSpec(0.0, 200.0, 1.0, None, FlatSpec(exempt_below=5.0, prior_run=2.0)),
     "flow_vph": MetricSpec(0.0, 12000.0, 20.0, None, FlatSpec(exempt_below=0.0, prior_run=2.0)),
@@ -113,7 +113,7 @@ def water_level_overrides(
     >>> s = water_level_overrides(METRICS["water_level_m"], {"bd1": 4.2, "bd2": 5.0, "bd3": 5.7},
     ...                           {"record_m": 6.58, "max_rise_m_per_h": 0.12, "max_fall_m_per_h": 0.07})
     >>> s.high, s.rate
-    (16.58, RateLimit(max_step=0.15, rise_per_h=0.36, fall_per_h=0.21, min_jump=0.5))
+    (16.58, RateLimit(max_step=0.15, rise_per_h=0.36, fall_per_h=0.21, min_jump=0.5, immediate=True))
     """
     extra = extra or {}
     tops = [v for v in (alarm_levels or {}).values() if isinstance(v, int | float)]

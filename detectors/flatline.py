@@ -35,6 +35,8 @@ class FlatSpec(NamedTuple):
     exempt_below: float | None = None
     exempt_above: float | None = None
     prior_run: float = 3.0  # mean run length assumed before any is seen (readings)
+    min_run: float = 1.0  # the learned mean run never counts as shorter: runs learned while the value
+    # trended (a flood) say nothing about how long a flat, quantised, noisy value legitimately repeats
 
 
 class StuckDetector:
@@ -70,7 +72,8 @@ class StuckDetector:
                 "min_flat_s >= 0, min_count >= 2 and min_runs >= 0 are required")
         require(prior_weight >= 1 and memory_runs >= 1, "prior_weight and memory_runs must be >= 1")
         for m, spec in metrics.items():
-            require(spec.tolerance >= 0 and spec.prior_run >= 1, f"{sensor_id}: {m}: tolerance >= 0, prior_run >= 1")
+            require(spec.tolerance >= 0 and spec.prior_run >= 1 and spec.min_run >= 1,
+                    f"{sensor_id}: {m}: tolerance >= 0, prior_run >= 1 and min_run >= 1")
         self.sensor_id = sensor_id
         self.specs = {m: FlatSpec(*spec) for m, spec in metrics.items()}
         self._items = [(m, s.tolerance, s.exempt_below, s.exempt_above) for m, s in self.specs.items()]
@@ -103,10 +106,10 @@ class StuckDetector:
         st[4] += a * (st[2] * st[2] - st[4])
 
     @staticmethod
-    def _stay_log(st: list[float]) -> float:
-        """log P(the next reading repeats) from the length-biased mean run."""
+    def _stay_log(st: list[float], min_run: float = 1.0) -> float:
+        """log P(the next reading repeats) from the length-biased mean run (at least ``min_run``)."""
         m = 0.5 * (st[4] / st[3] + 1.0) if st[3] > 0 else 1.0
-        return math.log1p(-min(0.95, 1.0 / max(m, 1.0)))
+        return math.log1p(-min(0.95, 1.0 / max(m, min_run, 1.0)))
 
     def update(self, reading: Reading) -> list[Finding]:
         t = reading.ts.timestamp()
@@ -137,7 +140,7 @@ class StuckDetector:
             if st[5] >= self.min_runs:
                 sl = stay.get(metric)
                 if sl is None:
-                    sl = stay[metric] = self._stay_log(st)
+                    sl = stay[metric] = self._stay_log(st, self.specs[metric].min_run)
                 log_tail += (st[2] - 1.0) * sl
                 if longest is None or st[2] > longest[0]:
                     longest = (st[2], metric, v, st[1])

@@ -34,21 +34,24 @@ from ioc.models import Finding, Reading
 
 STATE_VERSION = 2
 # per metric state: ref value/time, adopt candidate value/time/count, scale, trend per step, accepted
-# steps, suspect error (0 = none)
-_REF_V, _REF_T, _CAND_V, _CAND_T, _CAND_N, _SCALE, _TREND, _N_OK, _SUSPECT = range(9)
-_STATE_LEN = 9
+# steps, suspect error (0 = none) and value
+_REF_V, _REF_T, _CAND_V, _CAND_T, _CAND_N, _SCALE, _TREND, _N_OK, _SUSPECT, _SUSPECT_V = range(10)
+_STATE_LEN = 10
 
 
 class RateLimit(NamedTuple):
     """Allowed change between readings: ``max_step`` (noise, quantum) + rate × elapsed hours.
 
     ``min_jump`` (> 0) enables the statistical spike test: no error smaller than this is a spike.
+    ``immediate`` False: a statistical spike is only called when the next reading comes back, for
+    metrics whose real episodes start abruptly (a pollution plume, a loud event).
     """
 
     max_step: float
     rise_per_h: float
     fall_per_h: float
     min_jump: float = 0.0
+    immediate: bool = True
 
 
 class RateOfChangeDetector:
@@ -82,26 +85,26 @@ class RateOfChangeDetector:
         adopt_after: int = 3,  # readings at a new level before it becomes the reference (a real step)
         z_on: float = 12.0,  # error / scale for an immediate spike; lower = more spikes caught, more flood onsets called spikes
         z_confirm: float = 3.0,  # error / scale for a suspect that a return to the old track confirms
-        back_frac: float = 0.35,  # "came back": the next error is below this fraction of the suspect's
-        alpha: float = 0.05,  # EWMA weight of the scale and trend; ~20 readings of memory
-        warmup: int = 6,  # accepted readings before the statistical test judges
+        back_frac: float = 0.5,  # "came back": the next reading is nearer the old track than the suspect
+        alpha: float = 0.05,  # EWMA weight of the scale: ~20 readings of memory (4x faster to widen)
+        trend_alpha: float = 0.3,  # EWMA weight of the trend: fast, so a flood's steady rise or fall is predicted
+        warmup: int = 3,  # accepted readings before the statistical test judges (min_jump guards the start)
         severity: str = "warning",
     ) -> None:
         require(bool(limits), f"{sensor_id}: give at least one metric rate limit")
         for m, lim in limits.items():
-            require(all(finite(x) is not None and x >= 0 for x in lim),
+            require(all(finite(x) is not None and x >= 0 for x in lim[:4]),
                     f"{sensor_id}: rate limit of {m} must be finite and >= 0, got {lim}")
             require(lim[0] > 0 or lim[1] > 0, f"{sensor_id}: rate limit of {m} allows no change at all")
         require(interval_s > 0, f"interval_s must be > 0 (the registry's reporting interval), got {interval_s}")
         require(clear_after >= 1, f"clear_after must be >= 1, got {clear_after}")
         require(adopt_after >= 2, f"adopt_after must be >= 2, got {adopt_after}")
         require(0 < z_confirm <= z_on, f"need 0 < z_confirm <= z_on, got {z_confirm}, {z_on}")
-        require(0 < back_frac < 1 and 0 < alpha <= 1 and warmup >= 1,
-                "need 0 < back_frac < 1, 0 < alpha <= 1 and warmup >= 1")
+        require(0 < back_frac < 1 and 0 < alpha <= 1 and 0 < trend_alpha <= 1 and warmup >= 1,
+                "need 0 < back_frac < 1, 0 < alpha <= 1, 0 < trend_alpha <= 1 and warmup >= 1")
         self.sensor_id = sensor_id
-        self.limits = {m: RateLimit(*(float(x) for x in lim)) for m, lim in limits.items()}
-        self._items = [(m, lim.max_step, lim.rise_per_h, lim.fall_per_h, lim.min_jump)
-                       for m, lim in self.limits.items()]
+        self.limits = {m: RateLimit(float(lim[0]), float(lim[1]), float(lim[2]), float(lim.min_jump), bool(lim.immediate))
+                       for m, lim in limits.items()}
         self.interval_s = float(interval_s)
         self.clear_after = clear_after
         self.adopt_after = adopt_after
@@ -109,8 +112,11 @@ class RateOfChangeDetector:
         self.z_confirm = float(z_confirm)
         self.back_frac = float(back_frac)
         self.alpha = float(alpha)
+        self.trend_alpha = float(trend_alpha)
         self.warmup = warmup
         self.severity = severity
+        self._items = [(m, lim.max_step, lim.rise_per_h, lim.fall_per_h, lim.min_jump,
+                        self.z_on if lim.immediate else math.inf) for m, lim in self.limits.items()]
         self.reset()
 
     def reset(self) -> None:
@@ -131,8 +137,9 @@ class RateOfChangeDetector:
         """Learn a plausible reading: it becomes the reference, its error and step feed scale and trend."""
         a = self.alpha
         if st[_N_OK] >= 1:
-            st[_SCALE] += a * (min(abs(err), 1e12) / math.sqrt(steps) - st[_SCALE])
-            st[_TREND] += a * (max(-1e12, min(1e12, (v - st[_REF_V]) / steps)) - st[_TREND])
+            e = min(abs(err), 1e12) / math.sqrt(steps)
+            st[_SCALE] += (min(1.0, 4.0 * a) if e > st[_SCALE] else a) * (e - st[_SCALE])  # quick to widen, slow to narrow
+            st[_TREND] += self.trend_alpha * (max(-1e12, min(1e12, (v - st[_REF_V]) / steps)) - st[_TREND])
         st[_REF_V], st[_REF_T], st[_CAND_N], st[_SUSPECT] = v, t, 0.0, 0.0
         st[_N_OK] += 1.0
 
@@ -144,34 +151,34 @@ class RateOfChangeDetector:
         seen = False
         metrics = reading.metrics
         refs = self.refs
-        for metric, step, rise, fall, min_jump in self._items:
+        for metric, step, rise, fall, min_jump, z_on in self._items:
             v = metrics.get(metric)
             if v is None or not isfinite(v):
                 continue
             seen = True
             st = refs.get(metric)
             if st is None:
-                refs[metric] = [v, t, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+                refs[metric] = [v, t, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
                 continue
             dt = t - st[_REF_T]
             dv = v - st[_REF_V]
             allowed = step + (rise if dv > 0 else fall) * dt / 3600.0  # _allowed(), inline
             steps = max(1.0, dt / self.interval_s)
-            err = dv - st[_TREND] * steps
+            err = dv - st[_TREND] * min(steps, 3.0)  # a trend is trusted for a few steps, not across an outage
             spike = abs(dv) > allowed
             if not spike and min_jump > 0.0:
                 bar = max(st[_SCALE], 1e-12) * math.sqrt(steps)
                 suspect = st[_SUSPECT]
                 if suspect != 0.0:  # the previous reading jumped: did this one come back?
                     if abs(err) <= self.back_frac * abs(suspect):
-                        worst = self._worse(worst, excess_score(suspect, min_jump), metric, v, min_jump)
+                        worst = self._worse(worst, excess_score(suspect, min_jump), metric, st[_SUSPECT_V], min_jump)
                     self._accept(st, v, t, steps, err)  # back on track, or the jump was real: learn this one
                     continue
                 if st[_N_OK] > self.warmup and abs(err) >= min_jump:
-                    if abs(err) > self.z_on * bar:
-                        spike, allowed = True, max(min_jump, self.z_on * bar)
+                    if abs(err) > z_on * bar:
+                        spike, allowed = True, max(min_jump, z_on * bar)
                     elif abs(err) > self.z_confirm * bar:
-                        st[_SUSPECT] = err  # held, not learned: the next reading decides
+                        st[_SUSPECT], st[_SUSPECT_V] = err, v  # held, not learned: the next reading decides
                         continue
             if not spike:
                 self._accept(st, v, t, steps, err)

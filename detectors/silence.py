@@ -11,10 +11,12 @@ only judged once ``k × interval`` has passed since the restart as well, so the 
 still holds is read before anyone is called silent. A sensor that went quiet while the worker was
 down is still raised, just after that grace.
 
-With ingest times (``received``), a sensor whose readings have lately arrived late (out-of-order
-delivery, a slow gateway) gets that delay added to its threshold, decaying over an hour and capped
-at ``max_slack_intervals``: late data is not silence, and a sensor that delivers on time is judged
-on ``k × interval`` alone.
+A sensor whose readings have lately arrived late (out-of-order delivery, a slow gateway) gets that
+delay added to its threshold, decaying over an hour and capped at ``max_slack_intervals``: late
+data is not silence, and a sensor that delivers on time is judged on ``k × interval`` alone. The
+delay is ``received - ts`` when the ingest time is given; without it, a reading older than the
+newest one already seen proves the path delivered it at least ``newest - ts`` late (a lower bound:
+the ingest time, in event-clock terms, gives the full delay).
 
 If no timer ran while a sensor was quiet (the in-process scorer, or a timer that lagged), the next
 reading backfills the missed finding, stamped at the moment the silence began to count, then clears
@@ -126,13 +128,17 @@ class SilenceDetector:
         """Record that the sensor spoke (at ``received`` when given, else at its own timestamp)."""
         seen = received if received is not None else reading.ts
         out: list[Finding] = []
-        if received is not None:
+        if self.last_seen is not None and (received is not None or self.slack_s > 0.0 or seen < self.last_seen):
             # a reading that arrives late shows this sensor's delivery can lag: widen the threshold by
-            # that much, decaying with an hour's time constant, so delayed data is not called silence
-            late = (received - reading.ts).total_seconds()
-            held = (seen - self.last_seen).total_seconds() if self.last_seen is not None else 0.0
+            # that much, decaying with an hour's time constant, so delayed data is not called silence.
+            # Without an ingest time, a reading older than one already seen arrived at least that late.
+            late = ((received - reading.ts) if received is not None else (self.last_seen - seen)).total_seconds()
+            held = (seen - self.last_seen).total_seconds()
             decayed = self.slack_s * math.exp(-max(held, 0.0) / _SLACK_TAU_S)
-            self.slack_s = late if late > decayed else decayed
+            slack = late if late > decayed else decayed
+            self.slack_s = slack if slack >= 1.0 else 0.0
+        elif received is not None:
+            self.slack_s = max(0.0, (received - reading.ts).total_seconds())
         if self.last_seen is not None and seen <= self.last_seen:
             return out  # late or duplicate: says nothing about silence now
         if not self.silent and self.backfill and self.last_seen is not None and seen - self.last_seen >= self.after:

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
         5.0, gt=0, le=600, description="worker: how often the offset ledger is compared with each partition's end"
     )
     silence_check_s: float = Field(15.0, gt=0, le=3600, description="worker: how often silent sensors are looked for")
+    detectors_enabled: bool = Field(
+        True, description="worker: run the detectors (false only to measure their cost: no findings, no alerts)"
+    )
     detector_checkpoint_s: float = Field(
         2.0, ge=0, le=300, description="worker: how often each partition's detector state is checkpointed to the"
         " changelog (a takeover replays the readings since; 0 = every envelope)"

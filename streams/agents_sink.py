@@ -19,7 +19,7 @@ from ioc.storage.readings_sink import write_readings
 from ioc.storage.sensors_store import load_sensor_entries
 from ioc.wire import decode_envelope
 from streams.db_worker import DbWorker
-from streams.detection import DetectorBank
+from streams.detection import DetectorBank, decode_state
 from streams.event_clock import EventClock
 from streams.faust_compat import committed_offsets
 from streams.offset_guard import OffsetGuard
@@ -85,36 +85,60 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     # were committed. Writing ~10 KB per sensor per envelope cost more than the detectors.
     rereader = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.readings, db, stats)
     caught_up: set[int] = set()
-    covered: dict[int, int] = {}  # partition -> first offset the restored state does not cover
+    seen_upto: dict[str, int] = {}  # sensor -> first offset its restored state has not seen
     flushed_at: dict[int, float] = {}
 
     async def catch_up(partition: int, offset: int) -> None:
+        """Restore the partition's detectors from the table, then replay what they have not seen.
+
+        Each sensor's state records the first offset it has not seen (``upto``); a flush cut short
+        by a crash leaves sensors at different offsets, so the replay starts at the oldest and
+        feeds each envelope only to the sensors that have not seen it yet.
+        """
         b = bank[0]
-        for sid in partition_sensors(partition):
+        sensors = partition_sensors(partition)
+        for sid in sensors:
             b.forget(sid)  # reload from the table: the checkpoint, maybe another worker's
         raw = p.detector_state.get(f"{CHECKPOINT}{partition}")
         ckpt = int(raw) if raw else None
         caught_up.add(partition)
-        covered[partition] = ckpt if ckpt is not None else -1
-        if ckpt is None or ckpt >= offset:
+        for sid in sensors:
+            st = decode_state(p.detector_state.get(sid))
+            if st is not None and isinstance(st.get("upto"), int):
+                seen_upto[sid] = st["upto"]
+            else:
+                seen_upto.pop(sid, None)
+        if ckpt is None:
+            return  # never checkpointed: a fresh partition, or state written before checkpoints
+        start = min([ckpt, *(seen_upto[sid] for sid in sensors if sid in seen_upto)])
+        if start >= offset:
             return
         replayed = 0
-        async for _off, value in rereader.read_range(partition, ckpt, offset):
+        async for off, value in rereader.read_range(partition, start, offset):
             try:
                 env = decode_envelope(value)
             except (msgspec.DecodeError, TypeError):
                 continue  # stored as poison when it came; nothing for the detectors
-            detect(env.readings, partition)  # findings discarded: sent before these offsets were committed
-            replayed += len(env.readings)
+            todo = unseen(env.readings, off)
+            detect(todo, partition)  # findings discarded: sent before these offsets were committed
+            replayed += len(todo)
         stats.add("detector_replayed_readings", replayed)
-        log.info("%s[%s]: detector state restored from offset %s; %s readings up to %s replayed",
-                 p.topics.readings, partition, ckpt, replayed, offset)
+        log.info("%s[%s]: detector state restored (checkpoint %s, oldest sensor %s); %s readings up to %s replayed",
+                 p.topics.readings, partition, ckpt, start, replayed, offset)
+
+    def unseen(readings: list[Any], offset: int) -> list[Any]:
+        """The readings of an envelope whose sensors' restored state does not already hold it."""
+        if not seen_upto:
+            return readings
+        return [r for r in readings if seen_upto.get(r.sensor_id, -1) <= offset]
 
     def checkpoint(partition: int, next_offset: int, now: float) -> None:
         if now - flushed_at.get(partition, 0.0) < settings.detector_checkpoint_s:
             return
         b = bank[0]
-        b.flush([sid for sid in b.dirty if part(sid) == partition], p.detector_state)
+        b.flush([sid for sid in b.dirty if part(sid) == partition], p.detector_state, next_offset)
+        # written last: if a crash cuts the flush short, the key still names an offset every
+        # sensor's state had reached, and each sensor's own `upto` says where it stands
         p.detector_state[f"{CHECKPOINT}{partition}"] = str(next_offset).encode()
         flushed_at[partition] = now
         stats.add("detector_checkpoints")
@@ -151,11 +175,13 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         if not bank:
             bank.append(DetectorBank(await db.run(load_sensor_entries, "load sensor registry"), defer_writes=True))
         busy_at[at.partition] = committed.timestamp()
+        if not settings.detectors_enabled:
+            return ClaimResult(result.claim, result.expected_offset or at.offset)
         try:
             if at.partition not in caught_up:
                 await catch_up(at.partition, at.offset)
-            # Below the checkpoint the state already holds this envelope (a redelivery after a crash).
-            findings = detect(readings, at.partition) if at.offset >= covered.get(at.partition, -1) else []
+            # A redelivery after a crash: sensors whose restored state already holds it are skipped.
+            findings = detect(unseen(readings, at.offset), at.partition)
             checkpoint(at.partition, at.offset + 1, committed.timestamp())
         except Exception:  # the readings are stored; a detector bug must not stop storage
             log.exception("detectors failed on %s[%s]@%s", p.topics.readings, at.partition, at.offset)

@@ -131,13 +131,13 @@ class DetectorBank:
                 table[sensor_id] = encode_state(dets, self._holds[sensor_id])  # reassign: reaches the changelog
         return findings
 
-    def flush(self, sensor_ids: Iterable[str], table: MutableMapping[str, Any]) -> int:
+    def flush(self, sensor_ids: Iterable[str], table: MutableMapping[str, Any], upto: int | None = None) -> int:
         """Write the state of these (dirty) sensors to the table; returns how many."""
         n = 0
         for sid in sensor_ids:
             dets = self._live.get(sid)
             if dets is not None:
-                table[sid] = encode_state(dets, self._holds[sid])
+                table[sid] = encode_state(dets, self._holds[sid], upto)
                 n += 1
             self.dirty.discard(sid)
         return n
@@ -204,10 +204,14 @@ class DetectorBank:
 _state_enc = msgspec.json.Encoder()
 
 
-def encode_state(dets: Iterable[Any], hold: HoldState | None = None) -> bytes:
+def encode_state(dets: Iterable[Any], hold: HoldState | None = None, upto: int | None = None) -> bytes:
     """The table value: JSON bytes by msgspec (the table's codec is raw). The stdlib encoder Faust
-    would use cost as much CPU as every detector update together (float formatting)."""
-    return _state_enc.encode(state_of(dets, hold))
+    would use cost as much CPU as every detector update together (float formatting). ``upto`` is
+    the first input offset this state has not seen (checkpointed state; see the sink agent)."""
+    st = state_of(dets, hold)
+    if upto is not None:
+        st["upto"] = upto
+    return _state_enc.encode(st)
 
 
 def decode_state(value: Any) -> dict[str, Any] | None:

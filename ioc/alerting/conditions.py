@@ -55,31 +55,47 @@ class CountedConditions:
         out.append(f if f.severity == severity else msgspec.structs.replace(f, severity=severity))
 
     def apply(self, finding: Finding) -> list[Finding]:
-        f = self._mapped(finding)
-        key = (f.sensor_id, f.rule)
+        return self.apply_group([finding])
+
+    def apply_group(self, group: list[Finding]) -> list[Finding]:
+        """The findings of one reading of one sensor: every raw condition first, then what counts
+        (as the alerts stage does), so a spike that raises and clears a health fault and a hazard
+        together never lets the hazard count for an instant."""
         out: list[Finding] = []
-        if f.severity is None:
-            self._raw.pop(key, None)
-        else:
-            self._raw[key] = f
-        if f.family in self.rules.inhibit_sources:
-            faults = self._faults.setdefault(f.sensor_id, set())
-            was = bool(faults)
+        sensor = group[0].sensor_id
+        was_faulty = bool(self._faults.get(sensor))
+        mapped = [self._mapped(f) for f in group]
+        for f in mapped:
+            key = (f.sensor_id, f.rule)
             if f.severity is None:
-                faults.discard(f.rule)
+                self._raw.pop(key, None)
             else:
-                faults.add(f.rule)
-            self._set(f, f.severity, out)
-            now = bool(faults)
-            if was != now:
-                for (sid, rule), held in sorted(self._raw.items()):
-                    if sid == f.sensor_id and held.family in self.rules.inhibit_targets:
-                        moved = msgspec.structs.replace(held, ts=f.ts)
-                        self._set(moved, None if now else held.severity, out)
-            return out
-        muted = f.family in self.rules.inhibit_targets and bool(self._faults.get(f.sensor_id))
-        self._set(f, None if muted else f.severity, out)
+                self._raw[key] = f
+            if f.family in self.rules.inhibit_sources:
+                faults = self._faults.setdefault(f.sensor_id, set())
+                if f.severity is None:
+                    faults.discard(f.rule)
+                else:
+                    faults.add(f.rule)
+        faulty = bool(self._faults.get(sensor))
+        touched = {(f.sensor_id, f.rule) for f in mapped}
+        for f in mapped:  # in the group's order: health first, as the detectors emit them
+            muted = f.family in self.rules.inhibit_targets and faulty
+            self._set(f, None if muted or f.severity is None else f.severity, out)
+        if was_faulty != faulty:
+            for (sid, rule), held in sorted(self._raw.items()):
+                if sid == sensor and (sid, rule) not in touched and held.family in self.rules.inhibit_targets:
+                    self._set(msgspec.structs.replace(held, ts=group[-1].ts), None if faulty else held.severity, out)
         return out
 
     def apply_all(self, findings: Iterable[Finding]) -> list[Finding]:
-        return [g for f in findings for g in self.apply(f)]
+        out: list[Finding] = []
+        group: list[Finding] = []
+        for f in findings:
+            if group and (group[0].sensor_id != f.sensor_id or group[0].ts != f.ts):
+                out += self.apply_group(group)
+                group = []
+            group.append(f)
+        if group:
+            out += self.apply_group(group)
+        return out

@@ -256,7 +256,7 @@ def apply_finding(conn: psycopg.Connection, f: Finding, delivery: Delivery,
     """One finding in its own transaction (tests and tools); the stage uses :func:`apply_findings`."""
     out: list[Notification] = []
     with conn.transaction(), conn.cursor() as cur:
-        _apply(cur, f, delivery, now or datetime.now(UTC), out)
+        _apply(cur, [f], delivery, now or datetime.now(UTC), out)
     return out
 
 
@@ -268,23 +268,43 @@ def _alert_key(cur: psycopg.Cursor[Any], f: Finding, rule: AlertRule) -> str:
     return f.alert_key if group is None else f"{f.kind}:{rule.group_by}:{group}"
 
 
-def _apply(cur: psycopg.Cursor[Any], f: Finding, delivery: Delivery, now: datetime, out: list[Notification]) -> None:
+def _apply(cur: psycopg.Cursor[Any], group: Sequence[Finding], delivery: Delivery, now: datetime,
+           out: list[Notification]) -> None:
+    """The findings one reading of one sensor produced, applied together: every condition first,
+    then inhibition, then the alerts. A spike that raises a health fault and a hazard together,
+    and clears both at the next reading, then never opens the hazard for an instant in between."""
     rules = delivery.rules
-    rule = rules.match(kind=f.kind, family=f.family, rule=f.rule, sensor_id=f.sensor_id)
-    severity = rule.map_severity(f.severity) if f.severity is not None else None
-    alert_key = _alert_key(cur, f, rule)
-    _lock(cur, f"sensor:{f.sensor_id}")
-    cur.execute("SELECT alert_key FROM alert_conditions WHERE condition_key = %s", (f.alert_key,))
-    prev = cur.fetchone()
-    keys = {alert_key}
-    if prev is not None and prev[0] != alert_key:  # the registry moved the sensor to another group
-        keys.add(prev[0])
-    _upsert_condition(cur, f, severity, alert_key, rules, now)
-    if f.family in rules.inhibit_sources:
-        keys.update(_reinhibit(cur, f.sensor_id, rules))
+    sensor_id = group[0].sensor_id
+    _lock(cur, f"sensor:{sensor_id}")
+    keys: dict[str, tuple[datetime, AlertRule | None]] = {}
+    for f in group:
+        rule = rules.match(kind=f.kind, family=f.family, rule=f.rule, sensor_id=f.sensor_id)
+        severity = rule.map_severity(f.severity) if f.severity is not None else None
+        alert_key = _alert_key(cur, f, rule)
+        cur.execute("SELECT alert_key FROM alert_conditions WHERE condition_key = %s", (f.alert_key,))
+        prev = cur.fetchone()
+        if prev is not None and prev[0] != alert_key:  # the registry moved the sensor to another group
+            keys.setdefault(prev[0], (f.ts, None))
+        _upsert_condition(cur, f, severity, alert_key, rules, now)
+        keys[alert_key] = (f.ts, rule)
+    if any(f.family in rules.inhibit_sources for f in group):
+        for key in _reinhibit(cur, sensor_id, rules):
+            keys.setdefault(key, (group[-1].ts, None))
     for key in sorted(keys):
         _lock(cur, f"alert:{key}")
-        _aggregate(cur, key, f.ts, rule if key == alert_key else None, delivery, now, out)
+        ts, key_rule = keys[key]
+        _aggregate(cur, key, ts, key_rule, delivery, now, out)
+
+
+def _groups(findings: Sequence[Finding]) -> list[list[Finding]]:
+    """Consecutive findings of one sensor at one timestamp (one reading) form a group."""
+    out: list[list[Finding]] = []
+    for f in findings:
+        if out and out[-1][0].sensor_id == f.sensor_id and out[-1][0].ts == f.ts:
+            out[-1].append(f)
+        else:
+            out.append([f])
+    return out
 
 
 def apply_findings(
@@ -300,8 +320,8 @@ def apply_findings(
             claimed = claim_offset(cur, at, allow_jump=allow_jump)
             if claimed.claim is not Claim.NEXT:
                 return claimed, []
-        for f in findings:
-            _apply(cur, f, delivery, at_now, out)
+        for group in _groups(findings):
+            _apply(cur, group, delivery, at_now, out)
     return claimed, out
 
 

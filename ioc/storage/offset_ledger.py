@@ -42,19 +42,24 @@ def claim_offset(cur: psycopg.Cursor, at: Position, *, allow_jump: bool = False)
     ``allow_jump`` accepts an offset past the expected one: only for records the broker no
     longer has (retention), which the caller must report as lost.
     """
-    cur.execute(
-        "INSERT INTO consumed_offsets (stream, kafka_partition, next_offset) VALUES (%s, %s, %s)"
-        " ON CONFLICT DO NOTHING RETURNING next_offset",
-        (at.stream, at.partition, at.offset + 1),
-    )
-    if cur.fetchone() is not None:
-        return ClaimResult(Claim.NEXT, at.offset)
+    if at.offset == 0 or allow_jump:
+        cur.execute(
+            "INSERT INTO consumed_offsets (stream, kafka_partition, next_offset) VALUES (%s, %s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING next_offset",
+            (at.stream, at.partition, at.offset + 1),
+        )
+        if cur.fetchone() is not None:
+            return ClaimResult(Claim.NEXT, at.offset)
     cur.execute(
         "SELECT next_offset FROM consumed_offsets WHERE stream = %s AND kafka_partition = %s FOR UPDATE",
         (at.stream, at.partition),
     )
     row = cur.fetchone()
-    assert row is not None  # inserted or present: rows are never deleted
+    if row is None:
+        # A partition's first record must be offset 0: a worker that first sees a later one (a
+        # record skipped on the way, as a stale fetch after a rebalance can do) reads from 0; if
+        # the broker no longer has those (retention), the caller reports them lost and jumps.
+        return ClaimResult(Claim.AHEAD, 0)
     expected = int(row[0])
     if at.offset < expected:
         return ClaimResult(Claim.DONE, expected)

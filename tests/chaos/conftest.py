@@ -100,10 +100,22 @@ def reference(chaos_stack: StackState, flood: Flood, tmp_path_factory: pytest.Te
     return out
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[_CALL_OUTCOME] = "xfailed" if hasattr(report, "wasxfail") else report.outcome
+
+
+_CALL_OUTCOME = pytest.StashKey[str]()
+
+
 @pytest.fixture
-def record() -> Iterator[dict[str, Any]]:
+def record(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """A row of the results table; the test fills it in, even when it fails."""
-    row: dict[str, Any] = {"outcome": "failed"}
+    row: dict[str, Any] = {}
     yield row
     if "fault" in row:
+        row["outcome"] = request.node.stash.get(_CALL_OUTCOME, "error")
         RESULTS.append(row)

@@ -11,8 +11,9 @@ restart loses nothing on the publisher's side, and checks at the end:
   unique key on ``readings`` hides nothing else);
 - findings: the findings topic, shifted back to scenario time, agrees with the in-process run
   (:func:`ioc.score_e2e.compare`, after the alert rules' severity mapping and inhibition);
-- alerts: the alert transitions equal those of a fault-free reference run, and no transition
-  is recorded twice in ``alert_events``;
+- alerts: the alerts equal those of a fault-free reference run (every transition of a per-sensor
+  alert; peak and members of a grouped incident), and no transition is recorded twice in
+  ``alert_events``;
 - notifications: every outbox row delivered, every MQTT one seen by a subscriber by id and
   every webhook one by the receiver.
 """
@@ -372,36 +373,53 @@ GROUP BY 1, 2, 3, 4 HAVING count(*) > 1
 """
 
 
-def alert_transitions(db: str, flood: Flood) -> list[tuple[Any, ...]]:
-    """Every alert transition in scenario time, sorted: (key, kind, event, severity, ts, members).
+def _grouped_prefixes() -> tuple[str, ...]:
+    from ioc.alerting.rules import load_rules
 
-    Transitions after the scenario's end are left out: they come from the live silence timer,
-    which keeps going after the last reading, and depend on how long the run drains."""
+    return tuple(f"{r.kind}:{r.group_by}:" for r in load_rules().rules if r.group_by and r.kind)
+
+
+def alert_transitions(db: str, flood: Flood) -> list[tuple[Any, ...]]:
+    """What must match a fault-free run, sorted.
+
+    A per-sensor alert: every transition in scenario time, (key, kind, event, severity, ts). An
+    incident grouped over several sensors (a river, a road): (key, kind, "incident", peak,
+    members). Its members' findings come from different partitions, and the order in which the
+    alerts stage sees them decides which member moves the incident at which step, so its steps
+    and their times differ between two runs without any fault (see README); what it reached and
+    who took part do not. Transitions after the scenario's end are left out: the live silence
+    timer keeps going after the last reading, and what it finds depends on how long a run drains."""
     from ioc.storage.alerts_store import alert_history
 
     offset = timedelta(seconds=flood.offset_s)
-    out = []
+    grouped = _grouped_prefixes()
+    out: list[tuple[Any, ...]] = []
     with db_connect(db) as conn:
         hist = alert_history(conn)
     for a in hist:
-        if any(m.startswith("WARMUP") for m in a.members) or a.alert_key.find("WARMUP") >= 0:
+        if any(m.startswith("WARMUP") for m in a.members) or "WARMUP" in a.alert_key:
             continue
+        steps = []
         for _at, event, detail in a.events:
             raw = detail.get("ts")
             if not isinstance(raw, str) or event not in ("opened", "escalated", "deescalated", "resolved"):
                 continue
             ts = datetime.fromisoformat(raw) - offset
-            if ts > flood.end:
-                continue
-            sev = detail.get("to") or detail.get("severity")
-            out.append((a.alert_key, a.kind, event, sev, ts.isoformat(), ",".join(sorted(a.members))))
-    return sorted(out)
+            if ts <= flood.end:
+                steps.append((a.alert_key, a.kind, event, detail.get("to") or detail.get("severity"), ts.isoformat()))
+        if not steps:
+            continue
+        if a.alert_key.startswith(grouped):
+            out.append((a.alert_key, a.kind, "incident", a.peak_severity, ",".join(sorted(a.members))))
+        else:
+            out += steps
+    return sorted(out, key=repr)
 
 
 def transitions_diff(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any]]:
     """(missing, extra) as multisets: a duplicated transition shows as extra."""
     g, w = Counter(got), Counter(want)
-    return sorted((w - g).elements()), sorted((g - w).elements())
+    return sorted((w - g).elements(), key=repr), sorted((g - w).elements(), key=repr)
 
 
 def new_database(pg_url: str, tablespace: str | None = None) -> str:

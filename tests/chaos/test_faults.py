@@ -41,7 +41,6 @@ from tests.chaos.harness import (
     new_database,
     transitions_diff,
 )
-from tests.support import wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -101,7 +100,6 @@ def test_worker_sigkill(run: ChaosRun, reference: Outcome, record: dict[str, Any
     record.update(run.recovery(mark))
     run.finish()
     _verify(run, reference, record)
-    record["outcome"] = "passed"
 
 
 @pytest.mark.parametrize("when", list(DELAYS))
@@ -117,7 +115,6 @@ def test_bridge_sigkill(run: ChaosRun, reference: Outcome, record: dict[str, Any
     record.update(run.recovery(mark))
     run.finish()
     _verify(run, reference, record)
-    record["outcome"] = "passed"
 
 
 @pytest.mark.parametrize("when", list(DELAYS))
@@ -136,7 +133,6 @@ def test_mosquitto_sigkill(run: ChaosRun, chaos_stack: StackState, reference: Ou
     record.update(run.recovery(mark))
     run.finish()
     _verify(run, reference, record)
-    record["outcome"] = "passed"
 
 
 def _restart_tansu(svc: Service) -> Service:
@@ -149,6 +145,15 @@ def _restart_tansu(svc: Service) -> Service:
     return Service(svc.name, proc.pid, svc.url, svc.log, svc.data_dir)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "pipeline bugs after a broker that lost its log (Tansu memory storage) comes back:"
+    " (1) the offset ledger (consumed_offsets) keeps next_offset of the lost topics, so once a topic"
+    " is re-created from offset 0 the first next_offset envelopes of each partition are discarded as"
+    " redeliveries (restart at once: 2,216 of 7,463 readings lost, all published after the broker was"
+    " back); (2) nothing re-creates the topics: restarted after the session timeout, the bridge's"
+    " sends never complete and the worker's offset commits fail with UnknownTopicOrPartitionError"
+    " every 100 ms, so nothing after the crash is stored until the processes are restarted by hand."
+    " See tests/chaos/README.md"))
 @pytest.mark.parametrize("when", list(DELAYS))
 def test_tansu_sigkill(run: ChaosRun, chaos_stack: StackState, flood: Flood, reference: Outcome,
                        record: dict[str, Any], when: str) -> None:
@@ -185,7 +190,6 @@ def test_tansu_sigkill(run: ChaosRun, chaos_stack: StackState, flood: Flood, ref
     assert not out.duplicate_transitions, out.duplicate_transitions
     _assert_notified(out)
     record["probe_s"] = run.probe()
-    record["outcome"] = "passed"
 
 
 def _stored_rows(db: str) -> list[tuple[Any, ...]]:
@@ -213,7 +217,6 @@ def test_postgres_stopped_for_60_s(run: ChaosRun, chaos_stack: StackState, refer
     record.update(run.recovery(mark))
     run.finish()
     _verify(run, reference, record)
-    record["outcome"] = "passed"
 
 
 def _with_new_pid(pg: Service) -> Service:
@@ -287,7 +290,6 @@ def test_disk_full(chaos_stack: StackState, flood: Flood, tmp_path: Path, refere
         record.update(run.recovery(mark))
         run.finish()
         _verify(run, reference, record)
-        record["outcome"] = "passed"
     finally:
         run.close()
         with psycopg.connect(chaos_stack.urls["IOC_DATABASE_URL"], autocommit=True) as conn:
@@ -318,5 +320,4 @@ def test_worker_paused_past_its_session(run: ChaosRun, reference: Outcome, recor
     record.update(run.recovery(mark))
     run.finish()
     _verify(run, reference, record)
-    record["outcome"] = "passed"
 

@@ -209,6 +209,17 @@ def test_state_machine_invariants(pg_url: str, steps: list[tuple[str, str, str |
                 members = [v for (s, w), v in current.items() if w == "flood" and v is not None and s not in faulty
                            and key.endswith(GAUGES[s].split(",")[0])]
                 assert sev == max(members, key=rank.__getitem__)
+        # 3b. The in-memory model `ioc score` uses gives the same active alerts and severities.
+        from ioc.alerting.conditions import CountedConditions
+
+        model = CountedConditions(load_rules())
+        model.apply_all(findings)
+        want: dict[str, str] = {}
+        for (sid, rule), sev in model._counted.items():
+            key = f"{sid}:{rule}" if rule == "stuck" else f"flood:river:{GAUGES[sid].split(',')[0]}"
+            if key not in want or rank[sev] > rank[want[key]]:
+                want[key] = sev
+        assert dict(_rows(conn, "SELECT alert_key, severity FROM alerts WHERE state <> 'resolved'")) == want
         # 4. A silence suppresses notifications, never the record.
         if silenced:
             assert _rows(conn, "SELECT count(*) FROM alert_outbox o JOIN alerts a USING (alert_id)"

@@ -313,13 +313,13 @@ def test_write_deadletters_is_idempotent_by_content_and_counts_arrivals(db_url: 
 
 
 def test_a_deadletter_batch_redelivered_by_kafka_is_counted_once(db_url: str) -> None:
-    at = Position("g:ioc.deadletter", 3, 41)
+    at = Position("g:ioc.deadletter", 3, 0)
     with psycopg.connect(db_url) as conn:
         assert write_deadletters(conn, _letters(2, T0), at).new == 2
         again = write_deadletters(conn, _letters(2, T0), at)  # the same Kafka record after a crash
         assert (again.new, again.claim) == (0, Claim.DONE)
-        ahead = write_deadletters(conn, _letters(2, T0), Position(at.stream, 3, 43))  # 42 was never applied
-        assert (ahead.claim, ahead.expected_offset) == (Claim.AHEAD, 42)
+        ahead = write_deadletters(conn, _letters(2, T0), Position(at.stream, 3, 2))  # 1 was never applied
+        assert (ahead.claim, ahead.expected_offset) == (Claim.AHEAD, 1)
     assert _rows(db_url, "SELECT sum(occurrences) FROM deadletters") == [(2,)]
 
 
@@ -342,7 +342,10 @@ def test_the_offset_ledger_applies_each_offset_once_and_reports_what_was_skipped
             r = claim_offset(cur, Position("g:ioc.readings", 0, offset), allow_jump=allow_jump)
             return r.claim, r.expected
 
-    assert claim(7) == (Claim.NEXT, 7)  # the first offset ever seen starts the ledger
+    # A partition starts at 0: a first record at 7 means 0..6 were skipped on the way; they are
+    # read first, unless the broker no longer has them (retention), which the caller reports.
+    assert claim(7) == (Claim.AHEAD, 0)
+    assert claim(7, allow_jump=True) == (Claim.NEXT, 7)
     assert claim(8) == (Claim.NEXT, 8)
     assert claim(8) == (Claim.DONE, 9)
     assert claim(3) == (Claim.DONE, 9)
@@ -350,9 +353,11 @@ def test_the_offset_ledger_applies_each_offset_once_and_reports_what_was_skipped
     assert claim(9) == (Claim.NEXT, 9)
     assert claim(15, allow_jump=True) == (Claim.NEXT, 10)  # the broker no longer has 10..14
     assert claim(16) == (Claim.NEXT, 16)
-    with psycopg.connect(db_url) as conn:
+    with psycopg.connect(db_url, autocommit=True) as conn:
         assert next_offsets(conn, "g:ioc.readings") == {0: 17}
         assert next_offsets(conn, "other") == {}
+        with conn.transaction(), conn.cursor() as cur:
+            assert claim_offset(cur, Position("other", 3, 0)).claim is Claim.NEXT  # a fresh partition at 0
 
 
 def test_readings_are_written_only_for_the_next_offset(db_url: str) -> None:

@@ -32,6 +32,26 @@ def gauge_with_spikes(n: int = 300) -> list[Reading]:
     return _with_delivery_faults(out)
 
 
+def national_gauge_with_spikes(n: int = 240) -> list[Reading]:
+    """An hourly gauge reported to 1 cm (VNDMS style): quiet, a flood wave, two spikes inside the
+    5 m/h physical limit (one during the quiet spell, one on the falling limb)."""
+    out = []
+    for i in range(n):
+        wave = 4.0 * math.exp(-(((i - 120) / 18.0) ** 2))  # rises ~0.3 m/h at its steepest
+        level = round(2.5 + wave + 0.004 * math.sin(i * 1.7), 2) + (1.3 if i == 60 else 0.0) - (1.2 if i == 150 else 0.0)
+        out.append(Reading("HYD_DONG_TRANG", "water_level", T0 + timedelta(hours=i), i + 1, {"water_level_m": level}))
+    return _with_delivery_faults(out)
+
+
+def air_blips_and_an_episode(n: int = 200) -> list[Reading]:
+    """Hourly PM means: two one-hour blips (spikes) and a pollution episode that starts abruptly."""
+    out = []
+    for i in range(n):
+        pm25 = round(20 + 4 * math.sin(i / 4) + (i * 7919 % 5)) + (80 if i in (50, 90) else 0) + (70 if 140 <= i < 170 else 0)
+        out.append(Reading("AIR_NINH_HOA", "air", T0 + timedelta(hours=i), i + 1, {"pm25": float(pm25)}))
+    return _with_delivery_faults(out)
+
+
 def humidity_out_of_range(n: int = 200) -> list[Reading]:
     out = []
     for i in range(n):
@@ -78,6 +98,16 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[], list[Reading]]]] = {
     "rate_of_change": (
         lambda: RateOfChangeDetector("HYD_NINH_HOA", {"water_level_m": RateLimit(0.15, 0.36, 0.21)}),
         gauge_with_spikes,
+    ),
+    "rate_of_change_statistical": (
+        lambda: RateOfChangeDetector("HYD_DONG_TRANG", {"water_level_m": RateLimit(0.15, 5.31, 2.28, 0.5)},
+                                     interval_s=3600, clear_after=2),
+        national_gauge_with_spikes,
+    ),
+    "rate_of_change_confirmed": (
+        lambda: RateOfChangeDetector("AIR_NINH_HOA", {"pm25": RateLimit(400.0, 400.0, 400.0, 30.0, immediate=False)},
+                                     interval_s=3600, clear_after=2),
+        air_blips_and_an_episode,
     ),
     "flatline": (
         lambda: StuckDetector("AIR_CHO_DAM", {"pm25": FlatSpec(prior_run=2.0), "no2": FlatSpec(prior_run=2.0)},

@@ -95,7 +95,69 @@ def test_registry_overrides_give_each_gauge_its_own_rates_and_ceiling() -> None:
     spec = water_level_overrides(METRICS["water_level_m"], {"bd1": 8.0, "bd2": 9.5, "bd3": 11.0},
                                  {"record_m": 13.42, "max_rise_m_per_h": 1.77, "max_fall_m_per_h": 0.76})
     assert spec.high == pytest.approx(23.42)
-    assert spec.rate == RateLimit(0.15, pytest.approx(5.31), pytest.approx(2.28))
+    assert spec.rate == RateLimit(0.15, pytest.approx(5.31), pytest.approx(2.28), 0.5)  # keeps the family min_jump
+
+
+def _hourly_gauge(levels: list[float]) -> list[Reading]:
+    return [rd(i, {"water_level_m": v}, kind="water_level", step_s=3600) for i, v in enumerate(levels)]
+
+
+DONG_TRANG_HOURLY = RateLimit(0.15, 3 * 1.77, 3 * 0.76, min_jump=0.5)  # what families + the registry give
+
+
+def test_an_hourly_gauge_spike_inside_the_physical_limit_is_raised_at_once() -> None:
+    """VNDMS-style 1 cm hourly data with a single 1.3 m outlier: well inside 5.3 m/h, but not this river."""
+    quiet = [round(3.0 + 0.004 * math.sin(i * 1.7), 2) for i in range(20)]
+    det = RateOfChangeDetector("HYD", {"water_level_m": DONG_TRANG_HOURLY}, interval_s=3600, clear_after=2)
+    assert run(det, _hourly_gauge(quiet + [4.3] + quiet[:4])) == [(20, "warning"), (22, None)]
+
+
+def test_a_flood_rising_after_a_quiet_spell_is_not_a_spike() -> None:
+    """The first hours of a flood accelerate from centimetres to decimetres an hour: no spike."""
+    quiet = [round(3.0 + 0.004 * math.sin(i * 1.7), 2) for i in range(20)]
+    rise = [round(3.0 + 0.03 * k * k, 2) for k in range(1, 12)]  # 3 cm/h -> 0.66 m/h in 11 h
+    fall = [round(rise[-1] - 0.35 * k, 2) for k in range(1, 10)]
+    det = RateOfChangeDetector("HYD", {"water_level_m": DONG_TRANG_HOURLY}, interval_s=3600)
+    assert run(det, _hourly_gauge(quiet + rise + fall)) == []
+
+
+def test_a_spike_on_the_falling_limb_of_a_flood_is_raised() -> None:
+    falling = [round(8.0 - 0.3 * i, 2) for i in range(15)]
+    levels = falling[:10] + [falling[10] - 1.2] + falling[11:]
+    det = RateOfChangeDetector("HYD", {"water_level_m": DONG_TRANG_HOURLY}, interval_s=3600, clear_after=2)
+    assert run(det, _hourly_gauge(levels)) == [(10, "warning"), (12, None)]
+
+
+def test_without_min_jump_only_physics_judges() -> None:
+    quiet = [round(3.0 + 0.004 * math.sin(i * 1.7), 2) for i in range(20)]
+    det = RateOfChangeDetector("HYD", {"water_level_m": DONG_TRANG_HOURLY._replace(min_jump=0.0)}, interval_s=3600)
+    assert run(det, _hourly_gauge(quiet + [4.3] + quiet[:4])) == []
+
+
+def test_a_confirm_only_metric_calls_a_blip_when_it_comes_back_and_never_an_episode() -> None:
+    """Hourly PM2.5: a one-hour blip is a spike (raised at the return, with the blip's value); a plume
+    that arrives abruptly and stays is an event, not a sensor fault."""
+    base = [20.0 + (i * 7919 % 5) for i in range(40)]
+    vals = base[:20] + [100.0] + base[21:30] + [v + 70.0 for v in base[30:40]]
+    det = RateOfChangeDetector("AQ", {"pm25": RateLimit(400.0, 400.0, 400.0, 30.0, immediate=False)},
+                               interval_s=3600, clear_after=2)
+    found = all_findings(det, [rd(i, {"pm25": v}, step_s=3600) for i, v in enumerate(vals)])
+    assert [(f.ts, f.severity, f.value) for f in found] == [
+        (T0 + timedelta(hours=21), "warning", 100.0), (T0 + timedelta(hours=23), None, base[23])]
+
+
+def test_rate_state_of_the_previous_layout_is_rejected() -> None:
+    det = RateOfChangeDetector("HYD", {"water_level_m": NINH_HOA})
+    old = {"state_version": 1, "refs": {"water_level_m": [3.0, 0.0, 0.0, 0.0, 0.0]}, "active": False,
+           "ok_run": 0, "last_t": None}
+    with pytest.raises(ValueError, match="state_version"):
+        det.from_state(old)
+    with pytest.raises(ValueError, match="wrong length"):
+        det.from_state(old | {"state_version": 2})
+    det.update(rd(0, {"water_level_m": 3.0}))
+    fresh = RateOfChangeDetector("HYD", {"water_level_m": NINH_HOA})
+    fresh.from_state(json.loads(json.dumps(det.to_state())))
+    assert fresh.to_state() == det.to_state()
 
 
 # ---------------------------------------------------------------- flat line
@@ -119,6 +181,18 @@ def test_a_quantised_slow_gauge_that_repeats_for_hours_is_not_stuck() -> None:
     det = StuckDetector("HYD", {"water_level_m": FlatSpec(prior_run=8.0)}, min_flat_s=4 * 3600)
     levels = [round(3.0 + 0.006 * math.sin(i / 9.0) + 0.004 * math.sin(i / 2.3), 2) for i in range(24 * 30)]
     assert run(det, [rd(i, {"water_level_m": v}, kind="water_level", step_s=3600) for i, v in enumerate(levels)]) == []
+
+
+def test_runs_learned_during_a_flood_do_not_make_base_flow_look_stuck() -> None:
+    """Hourly 1 cm gauge: days of flood (a new value every hour) then a recession that settles at
+    base flow, repeating 2.20 for half a day. ``min_run`` keeps the flat spell legitimate."""
+    flood = [round(6.0 + 3.0 * math.sin(i / 8.0), 2) for i in range(120)]
+    settle = [round(2.2 + 0.02 * math.exp(-k / 2.0), 2) for k in range(6)] + [2.2] * 14
+    readings = _hourly_gauge(flood + settle)
+    floor = StuckDetector("HYD", {"water_level_m": FlatSpec(prior_run=8.0, min_run=4.0)}, min_flat_s=5 * 3600)
+    assert run(floor, readings) == []
+    learned_only = StuckDetector("HYD", {"water_level_m": FlatSpec(prior_run=8.0)}, min_flat_s=5 * 3600)
+    assert [sev for _i, sev in run(learned_only, readings)] == ["warning"]  # what min_run prevents
 
 
 def test_exempt_values_never_count_as_stuck() -> None:
@@ -221,6 +295,33 @@ def test_late_and_duplicate_readings_do_not_touch_silence() -> None:
     det.update(rd(5, {"x": 1.0}))
     assert det.update(rd(1, {"x": 1.0})) == [] and det.update(rd(5, {"x": 1.0})) == []
     assert det.last_seen == T0 + timedelta(seconds=1500)
+
+
+def test_out_of_order_readings_widen_the_silence_threshold_without_ingest_times() -> None:
+    """TRF_2310_CHO_GA in sensor_faults without ``received``: 1-min readings, some delivered 150 s
+    late. A reading older than the newest one proves the delay, so two readings in flight at once
+    are not silence; a real outage still is."""
+    det = SilenceDetector("TRF", interval_s=60)
+    for i in range(5):
+        det.update(rd(i, {"x": 1.0}, step_s=60))
+    assert det.after == timedelta(seconds=150)
+    det.update(rd(2, {"x": 1.0}, step_s=60))  # reading 2 arrives after reading 4: >= 120 s late
+    assert det.after == timedelta(seconds=270)
+    assert check_silence([det], T0 + timedelta(seconds=240 + 200))[1] == []  # 200 s: readings in flight
+    assert [f.severity for f in det.check(T0 + timedelta(seconds=240 + 271))] == ["warning"]
+    on_time = SilenceDetector("TRF", interval_s=60)
+    for i in range(5):
+        on_time.update(rd(i, {"x": 1.0}, step_s=60))
+    assert [f.severity for f in on_time.check(T0 + timedelta(seconds=240 + 200))] == ["warning"]
+
+
+def test_learned_delivery_slack_decays_once_readings_arrive_in_order() -> None:
+    det = SilenceDetector("TRF", interval_s=60)
+    det.update(rd(4, {"x": 1.0}, step_s=60))
+    det.update(rd(2, {"x": 1.0}, step_s=60))
+    for i in range(5, 5 + 180):  # three hours in order
+        det.update(rd(i, {"x": 1.0}, step_s=60))
+    assert det.slack_s == pytest.approx(120.0 * math.exp(-3.0), rel=0.02)
 
 
 # ---------------------------------------------------------------- the per-sensor set
