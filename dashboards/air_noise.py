@@ -16,16 +16,14 @@ from dashboards.common import (
     SENSOR_FILTER,
     TIMEZONE,
     Lang,
-    Sql,
     base_dashboard,
-    ds,
     grid,
     prop,
     thresholds,
     tiered,
-    timeseries_panel,
     tr,
 )
+from dashboards.panels import dashed_line, series_panel
 from detectors.noise import DAY_START_H, NIGHT_START_H, QCVN26_2010_LIMITS
 from detectors.vn_aqi import POLLUTANT_NAMES
 
@@ -65,14 +63,10 @@ def noise_limit_sql(lang: Lang) -> str:
 
 def aqi_series(lang: Lang) -> timeseries.Panel:
     return (
-        timeseries_panel()
-        .id(1)
-        .title(tr(lang, "VN_AQI theo giờ", "Hourly VN_AQI"))
-        .description(tr(lang, "QĐ 1459/QĐ-TCMT; màu theo các mức chính thức; tối đa 31 ngày cuối của khoảng",
-                        "QĐ 1459/QĐ-TCMT; official band colours; at most the last 31 days of the range"))
-        .datasource(ds())
-        .with_target(Sql(aqi.AQI_SERIES_SQL, format="time_series"))
-        .grid_pos(grid(0, 0, 16, 10))
+        series_panel(1, tr(lang, "VN_AQI theo giờ", "Hourly VN_AQI"), aqi.AQI_SERIES_SQL, grid(0, 0, 16, 10),
+                     description=tr(
+                         lang, "QĐ 1459/QĐ-TCMT; màu theo các mức chính thức; tối đa 31 ngày cuối của khoảng",
+                         "QĐ 1459/QĐ-TCMT; official band colours; at most the last 31 days of the range"))
         .min(0)
         .decimals(0)
         .thresholds(thresholds(aqi.aqi_thresholds()))
@@ -82,26 +76,13 @@ def aqi_series(lang: Lang) -> timeseries.Panel:
 
 
 def pm_panel(lang: Lang) -> timeseries.Panel:
-    return (
-        timeseries_panel()
-        .id(3)
-        .title(tr(lang, "Bụi PM2.5 và PM10", "PM2.5 and PM10"))
-        .datasource(ds())
-        .with_target(Sql(PM_SQL, format="time_series"))
-        .grid_pos(grid(0, 10, 12, 9))
-        .unit("conµgm3")
-    )
+    return series_panel(3, tr(lang, "Bụi PM2.5 và PM10", "PM2.5 and PM10"), PM_SQL, grid(0, 10, 12, 9)).unit("conµgm3")
 
 
 def gas_panel(lang: Lang) -> timeseries.Panel:
     return (
-        timeseries_panel()
-        .id(4)
-        .title(tr(lang, "Khí NO2, SO2, O3, CO", "Gases NO2, SO2, O3, CO"))
-        .description(tr(lang, "CO ở trục phải (µg/m³)", "CO on the right axis (µg/m³)"))
-        .datasource(ds())
-        .with_target(Sql(GAS_SQL, format="time_series"))
-        .grid_pos(grid(12, 10, 12, 9))
+        series_panel(4, tr(lang, "Khí NO2, SO2, O3, CO", "Gases NO2, SO2, O3, CO"), GAS_SQL, grid(12, 10, 12, 9),
+                     description=tr(lang, "CO ở trục phải (µg/m³)", "CO on the right axis (µg/m³)"))
         .unit("conµgm3")
         .override_by_regexp(".*· CO$", [prop("custom.axisPlacement", "right")])
     )
@@ -109,17 +90,13 @@ def gas_panel(lang: Lang) -> timeseries.Panel:
 
 def noise_panel(lang: Lang) -> timeseries.Panel:
     return (
-        timeseries_panel()
-        .id(5)
-        .title(tr(lang, "Tiếng ồn LAeq so với QCVN 26:2010/BTNMT", "Noise LAeq vs QCVN 26:2010/BTNMT"))
-        .description(tr(lang, "Ngày 06–21 h, đêm 21–06 h (giờ Việt Nam)", "Day 06–21 h, night 21–06 h (local time)"))
-        .datasource(ds())
-        .targets([Sql(NOISE_SQL, format="time_series", ref_id="A"),
-                  Sql(noise_limit_sql(lang), format="time_series", ref_id="B")])
-        .grid_pos(grid(0, 19, 24, 10))
+        series_panel(5, tr(lang, "Tiếng ồn LAeq so với QCVN 26:2010/BTNMT", "Noise LAeq vs QCVN 26:2010/BTNMT"),
+                     [NOISE_SQL, noise_limit_sql(lang)], grid(0, 19, 24, 10),
+                     description=tr(lang, "Ngày 06–21 h, đêm 21–06 h (giờ Việt Nam)",
+                                    "Day 06–21 h, night 21–06 h (local time)"))
         .unit("dB")
         .override_by_regexp(".*QCVN 26.*", [
-            prop("custom.lineStyle", {"dash": [10, 10], "fill": "dash"}),
+            dashed_line(),
             prop("custom.lineInterpolation", "stepAfter"),
             prop("color", {"fixedColor": "red", "mode": "fixed"}),
         ])

@@ -10,12 +10,11 @@ the detector never disagree on a category.
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import stat
-from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards.common import SENSOR_FILTER, Lang, Sql, ds, thresholds, tr
+from dashboards.common import SENSOR_FILTER, Lang, thresholds, tr
+from dashboards.panels import tiles_panel
 from detectors.vn_aqi import BREAKPOINTS, CATEGORIES, HOURLY_COLUMN, INDEX_BREAKPOINTS, PM_METRICS
 
 
@@ -134,18 +133,9 @@ def aqi_thresholds() -> list[tuple[float | None, str]]:
 
 def aqi_now_panel(lang: Lang, *, panel_id: int, pos: dm.GridPos) -> stat.Panel:
     return (
-        stat.Panel()
-        .id(panel_id)
-        .title(tr(lang, "VN_AQI hiện tại", "VN_AQI now"))
-        .description(tr(lang, "Giờ hiện tại; PM theo NowCast 12 giờ (QĐ 1459/QĐ-TCMT)",
-                        "Current hour; PM by 12-hour NowCast (QĐ 1459/QĐ-TCMT)"))
-        .datasource(ds())
-        .with_target(Sql(aqi_now_sql(lang)))
-        .grid_pos(pos)
-        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(True).fields("/^value$/"))
-        .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
-        .color_mode(cm.BigValueColorMode.BACKGROUND)
-        .graph_mode(cm.BigValueGraphMode.NONE)
+        tiles_panel(panel_id, tr(lang, "VN_AQI hiện tại", "VN_AQI now"), aqi_now_sql(lang), pos,
+                    description=tr(lang, "Giờ hiện tại; PM theo NowCast 12 giờ (QĐ 1459/QĐ-TCMT)",
+                                   "Current hour; PM by 12-hour NowCast (QĐ 1459/QĐ-TCMT)"))
         .thresholds(thresholds(aqi_thresholds()))
         .decimals(0)
     )

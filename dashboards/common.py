@@ -22,15 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
-from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import plugins as cogplugins
 from grafana_foundation_sdk.cog import runtime as cogruntime
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 Lang = Literal["vi", "en"]
@@ -188,8 +185,9 @@ def dashboard_from_json(data: Mapping[str, Any]) -> dm.Dashboard:
 SENSOR_FILTER = "s.district IN ($district) AND s.kind IN ($kind) AND s.sensor_id IN ($sensor)"
 
 
-def _query_variable(name: str, label: str, sql: str, *, hide: dm.VariableHide = dm.VariableHide.DONT_HIDE
-                    ) -> dash.QueryVariable:
+def query_variable(name: str, label: str, sql: str, *, hide: dm.VariableHide = dm.VariableHide.DONT_HIDE
+                   ) -> dash.QueryVariable:
+    """A multi-value variable from ``sql``, "All" selected, refreshed when the dashboard loads."""
     return (
         dash.QueryVariable(name)
         .label(label)
@@ -208,17 +206,17 @@ def variables(lang: Lang, kinds: Sequence[str]) -> list[dash.QueryVariable]:
     """district → kind → sensor, each narrowing the next; ``kinds`` scopes an area's dashboard."""
     kind_list = ", ".join(f"'{k}'" for k in kinds)  # constants from ioc.domain, never user input
     return [
-        _query_variable(
+        query_variable(
             "district", tr(lang, "Huyện/thị", "District"),
             "SELECT DISTINCT district FROM sensors WHERE retired_at IS NULL AND district <> '' "
             f"AND kind IN ({kind_list}) ORDER BY 1",
         ),
-        _query_variable(
+        query_variable(
             "kind", tr(lang, "Loại cảm biến", "Sensor kind"),
             "SELECT DISTINCT kind FROM sensors WHERE retired_at IS NULL AND district IN ($district) "
             f"AND kind IN ({kind_list}) ORDER BY 1",
         ),
-        _query_variable(
+        query_variable(
             "sensor", tr(lang, "Cảm biến", "Sensor"),
             "SELECT sensor_id AS __value, name || ' (' || sensor_id || ')' AS __text FROM sensors "
             "WHERE retired_at IS NULL AND district IN ($district) AND kind IN ($kind) ORDER BY sensor_id",
@@ -362,14 +360,3 @@ def fixed_color(color: str) -> dash.FieldColor:
 def prop(id_: str, value: Any) -> dm.DynamicConfigValue:
     return dm.DynamicConfigValue(id_val=id_, value=value)
 
-
-def timeseries_panel() -> timeseries.Panel:
-    """A time series with the wall's legend and a shared, sorted tooltip."""
-    return (
-        timeseries.Panel()
-        .line_width(1)
-        .fill_opacity(0)
-        .legend(cb.VizLegendOptions().display_mode(cm.LegendDisplayMode.LIST).placement(cm.LegendPlacement.BOTTOM)
-                .show_legend(True))
-        .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING))
-    )

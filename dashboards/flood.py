@@ -16,16 +16,15 @@ from grafana_foundation_sdk.models import dashboard as dm
 from dashboards.common import (
     SENSOR_FILTER,
     Lang,
-    Sql,
     base_dashboard,
-    ds,
     grid,
     prop,
+    query_variable,
     thresholds,
     tiered,
-    timeseries_panel,
     tr,
 )
+from dashboards.panels import dashed_line, series_panel, table_panel
 from detectors.rain import CATEGORIES_24H
 
 UID = "ioc-flood"
@@ -86,31 +85,16 @@ ORDER BY a.predicted_crossing_at NULLS LAST, a.opened_at
 
 
 def gauge_variable(lang: Lang) -> dash.QueryVariable:
-    return (
-        dash.QueryVariable("gauge")
-        .label(tr(lang, "Trạm thủy văn", "River gauge"))
-        .datasource(ds())
-        .query(GAUGE_VARIABLE_SQL)
-        .multi(True)
-        .include_all(True)
-        .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
-        .sort(dm.VariableSort.ALPHABETICAL_ASC)
-        .hide(dm.VariableHide.HIDE_VARIABLE)
-        .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
-    )
+    return query_variable("gauge", tr(lang, "Trạm thủy văn", "River gauge"), GAUGE_VARIABLE_SQL,
+                          hide=dm.VariableHide.HIDE_VARIABLE)
 
 
 def level_panel(lang: Lang) -> timeseries.Panel:
     p = (
-        timeseries_panel()
-        .id(1)
-        .title(tr(lang, "Mực nước: ${gauge}", "Water level: ${gauge}"))
-        .description(tr(lang, "Mực nước cao nhất mỗi khoảng; đường BĐ I/II/III theo QĐ 05/2020/QĐ-TTg",
-                        "Highest level per interval; BĐ I/II/III alarm levels (QĐ 05/2020/QĐ-TTg)"))
-        .datasource(ds())
-        .targets([Sql(LEVEL_SQL, format="time_series", ref_id="A"),
-                  Sql(ALARM_LINES_SQL, format="time_series", ref_id="B")])
-        .grid_pos(grid(0, 0, 12, 9))
+        series_panel(1, tr(lang, "Mực nước: ${gauge}", "Water level: ${gauge}"), [LEVEL_SQL, ALARM_LINES_SQL],
+                     grid(0, 0, 12, 9),
+                     description=tr(lang, "Mực nước cao nhất mỗi khoảng; đường BĐ I/II/III theo QĐ 05/2020/QĐ-TTg",
+                                    "Highest level per interval; BĐ I/II/III alarm levels (QĐ 05/2020/QĐ-TTg)"))
         .repeat("gauge")
         .repeat_direction("h")
         .unit("lengthm")
@@ -118,7 +102,7 @@ def level_panel(lang: Lang) -> timeseries.Panel:
     )
     for level, color in ALARM_COLORS.items():
         p = p.override_by_regexp(f".* · BĐ {level}$", [
-            prop("custom.lineStyle", {"dash": [10, 10], "fill": "dash"}),
+            dashed_line(),
             prop("custom.lineWidth", 1),
             prop("color", {"fixedColor": color, "mode": "fixed"}),
         ])
@@ -127,12 +111,7 @@ def level_panel(lang: Lang) -> timeseries.Panel:
 
 def rain_panel(lang: Lang) -> timeseries.Panel:
     return (
-        timeseries_panel()
-        .id(2)
-        .title(tr(lang, "Lượng mưa theo khoảng", "Rainfall per interval"))
-        .datasource(ds())
-        .with_target(Sql(RAIN_SQL, format="time_series"))
-        .grid_pos(grid(0, 18, 14, 9))
+        series_panel(2, tr(lang, "Lượng mưa theo khoảng", "Rainfall per interval"), RAIN_SQL, grid(0, 18, 14, 9))
         .unit("lengthmm")
         .draw_style(cm.GraphDrawStyle.BARS)
         .fill_opacity(80)
@@ -146,15 +125,10 @@ def rain_totals_panel(lang: Lang) -> table.Panel:
     names = {"mm_1h": "1 h", "mm_3h": "3 h", "mm_6h": "6 h", "mm_24h": "24 h",
              "mm_range": tr(lang, "cả khoảng", "range")}
     p = (
-        table.Panel()
-        .id(3)
-        .show_header(True)
-        .title(tr(lang, "Lượng mưa tích lũy (mm)", "Rainfall accumulation (mm)"))
-        .description(tr(lang, "Màu cột 24 h theo phân cấp mưa KTTV: 6/15/50/100 mm",
-                        "24 h colour by the KTTV rain classes: 6/15/50/100 mm"))
-        .datasource(ds())
-        .with_target(Sql(RAIN_TOTALS_SQL))
-        .grid_pos(grid(14, 18, 10, 9))
+        table_panel(3, tr(lang, "Lượng mưa tích lũy (mm)", "Rainfall accumulation (mm)"), RAIN_TOTALS_SQL,
+                    grid(14, 18, 10, 9),
+                    description=tr(lang, "Màu cột 24 h theo phân cấp mưa KTTV: 6/15/50/100 mm",
+                                   "24 h colour by the KTTV rain classes: 6/15/50/100 mm"))
         .unit("lengthmm")
         .decimals(1)
         .override_by_name("mm_24h", [prop("thresholds", thresholds(steps).build()),
@@ -167,13 +141,8 @@ def rain_totals_panel(lang: Lang) -> table.Panel:
 
 def crossings_panel(lang: Lang) -> table.Panel:
     return (
-        table.Panel()
-        .id(4)
-        .show_header(True)
-        .title(tr(lang, "Dự báo vượt ngưỡng và thời gian báo trước", "Predicted crossings and lead time"))
-        .datasource(ds())
-        .with_target(Sql(CROSSINGS_SQL))
-        .grid_pos(grid(0, 27, 24, 8))
+        table_panel(4, tr(lang, "Dự báo vượt ngưỡng và thời gian báo trước", "Predicted crossings and lead time"),
+                    CROSSINGS_SQL, grid(0, 27, 24, 8))
         .override_by_name("lead_time_s", [prop("unit", "s"), prop("displayName", tr(lang, "báo trước", "lead time"))])
         .override_by_name("predicted_crossing_at", [prop("displayName", tr(lang, "dự báo vượt", "predicted crossing"))])
         .sort_by([cb.TableSortByFieldState().display_name("predicted_crossing_at").desc(False)])

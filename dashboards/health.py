@@ -8,11 +8,12 @@ interval first, then summed over workers.
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import barchart, table, timeseries
+from grafana_foundation_sdk.builders import barchart
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import common as cm
 
-from dashboards.common import SENSOR_FILTER, Lang, Sql, base_dashboard, ds, grid, prop, timeseries_panel, tr
+from dashboards.common import SENSOR_FILTER, Lang, base_dashboard, grid, prop, tr
+from dashboards.panels import series_panel, sql_panel, table_panel
 from ioc.domain import KINDS
 
 UID = "ioc-pipeline-health"
@@ -96,33 +97,17 @@ ORDER BY pending DESC, channel
 """
 
 
-def _series(panel_id: int, title: str, sql: str, pos: tuple[int, int, int, int], unit: str) -> timeseries.Panel:
-    return (
-        timeseries_panel()
-        .id(panel_id)
-        .title(title)
-        .datasource(ds())
-        .with_target(Sql(sql, format="time_series"))
-        .grid_pos(grid(*pos))
-        .unit(unit)
-    )
-
-
 def dashboard(lang: Lang) -> dash.Dashboard:
     d = base_dashboard(UID, tr(lang, "Sức khỏe hệ thống", "Pipeline health"), lang, KINDS, time_from="now-6h")
-    ingest = _series(1, tr(lang, "Tốc độ tiếp nhận (bản ghi/giây)", "Ingest rate (records/s)"), INGEST_SQL,
-                     (0, 0, 12, 8), "reqps")
-    lag = _series(2, tr(lang, "Độ trễ hàng đợi Kafka (envelope)", "Consumer lag (envelopes)"), LAG_SQL,
-                  (12, 0, 12, 8), "short")
-    latency = _series(3, tr(lang, "Độ trễ đầu-cuối p50/p99 theo tầng", "End-to-end latency p50/p99 per stage"),
-                      LATENCY_SQL, (0, 8, 12, 8), "ms")
+    ingest = series_panel(1, tr(lang, "Tốc độ tiếp nhận (bản ghi/giây)", "Ingest rate (records/s)"), INGEST_SQL,
+                          grid(0, 0, 12, 8)).unit("reqps")
+    lag = series_panel(2, tr(lang, "Độ trễ hàng đợi Kafka (envelope)", "Consumer lag (envelopes)"), LAG_SQL,
+                       grid(12, 0, 12, 8)).unit("short")
+    latency = series_panel(3, tr(lang, "Độ trễ đầu-cuối p50/p99 theo tầng", "End-to-end latency p50/p99 per stage"),
+                           LATENCY_SQL, grid(0, 8, 12, 8)).unit("ms")
     dead = (
-        barchart.Panel()
-        .id(4)
-        .title(tr(lang, "Bản tin lỗi theo lý do", "Dead letters by reason"))
-        .datasource(ds())
-        .with_target(Sql(DEADLETTERS_SQL))
-        .grid_pos(grid(12, 8, 12, 8))
+        sql_panel(barchart.Panel(), 4, tr(lang, "Bản tin lỗi theo lý do", "Dead letters by reason"), DEADLETTERS_SQL,
+                  grid(12, 8, 12, 8))
         .orientation(cm.VizOrientation.HORIZONTAL)
         .x_field("reason")
         .show_value(cm.VisibilityMode.AUTO)
@@ -131,28 +116,16 @@ def dashboard(lang: Lang) -> dash.Dashboard:
         .line_width(1)
     )
     silent = (
-        table.Panel()
-        .id(5)
-        .show_header(True)
-        .title(tr(lang, "Cảm biến mất tín hiệu", "Silent sensors"))
-        .description(tr(lang, "Có cảnh báo im lặng, hoặc không có dữ liệu trong 3 chu kỳ báo cáo",
-                        "An open silence alert, or no data for three reporting intervals"))
-        .datasource(ds())
-        .with_target(Sql(SILENT_SQL))
-        .grid_pos(grid(0, 16, 14, 10))
+        table_panel(5, tr(lang, "Cảm biến mất tín hiệu", "Silent sensors"), SILENT_SQL, grid(0, 16, 14, 10),
+                    description=tr(lang, "Có cảnh báo im lặng, hoặc không có dữ liệu trong 3 chu kỳ báo cáo",
+                                   "An open silence alert, or no data for three reporting intervals"))
         .override_by_name("silent_for_s", [prop("unit", "s")])
         .override_by_name("interval_s", [prop("unit", "s")])
     )
     backlog = (
-        table.Panel()
-        .id(6)
-        .show_header(True)
-        .title(tr(lang, "Hàng đợi gửi cảnh báo", "Alert-delivery backlog"))
-        .description(tr(lang, "Thông báo chưa gửi theo kênh (bảng alert_outbox)",
-                        "Undelivered notifications per channel (alert_outbox)"))
-        .datasource(ds())
-        .with_target(Sql(OUTBOX_SQL))
-        .grid_pos(grid(14, 16, 10, 10))
+        table_panel(6, tr(lang, "Hàng đợi gửi cảnh báo", "Alert-delivery backlog"), OUTBOX_SQL, grid(14, 16, 10, 10),
+                    description=tr(lang, "Thông báo chưa gửi theo kênh (bảng alert_outbox)",
+                                   "Undelivered notifications per channel (alert_outbox)"))
         .override_by_name("oldest_pending_s", [prop("unit", "s")])
     )
     for p in (ingest, lag, latency, dead, silent, backlog):

@@ -13,21 +13,10 @@ from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import geomap, stat, table
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
-from grafana_foundation_sdk.models import geomap as gm
 
 from dashboards import aqi
-from dashboards.common import (
-    SENSOR_FILTER,
-    Lang,
-    Sql,
-    base_dashboard,
-    ds,
-    grid,
-    prop,
-    thresholds,
-    tr,
-    value_map,
-)
+from dashboards.common import SENSOR_FILTER, Lang, base_dashboard, grid, prop, thresholds, tr, value_map
+from dashboards.panels import map_panel, marker_layer, sql_panel, table_panel, tiles_panel
 from ioc.domain import KINDS
 
 UID = "ioc-overview"
@@ -104,65 +93,34 @@ def severity_mappings(lang: Lang) -> list[dm.ValueMapping]:
     })]
 
 
+def severity_prop(lang: Lang) -> dm.DynamicConfigValue:
+    return prop("mappings", [m.to_json() for m in severity_mappings(lang)])
+
+
 def sensor_map(lang: Lang) -> geomap.Panel:
-    markers = (
-        cb.MapLayerOptions()
-        .type("markers")
-        .name(tr(lang, "Cảm biến", "Sensors"))
-        .location(cb.FrameGeometrySource().mode(cm.FrameGeometrySourceMode.COORDS)
-                  .latitude("latitude").longitude("longitude"))
-        .tooltip(True)
-        .config({
-            "showLegend": True,
-            "style": {
-                "color": {"field": "status", "fixed": "green"},
-                "opacity": 0.9,
-                "size": {"fixed": 7, "max": 12, "min": 4},
-                "symbol": {"fixed": "img/icons/marker/circle.svg", "mode": "fixed"},
-            },
-        })
-    )
     return (
-        geomap.Panel()
-        .id(1)
-        .title(tr(lang, "Bản đồ cảm biến theo trạng thái", "Sensors by status"))
-        .description(tr(lang, "Im lặng > lỗi > báo động > cảnh báo > bình thường",
-                        "Silent > fault > alarm > warning > ok"))
-        .datasource(ds())
-        .with_target(Sql(STATUS_SQL))
-        .grid_pos(grid(0, 5, 14, 16))
-        .view(geomap.MapViewConfig().id("coords").lat(12).lon(109).zoom(9))
-        .basemap(cb.MapLayerOptions().type("default").name("Basemap"))
-        .layers([markers])
+        map_panel(1, tr(lang, "Bản đồ cảm biến theo trạng thái", "Sensors by status"), STATUS_SQL, grid(0, 5, 14, 16),
+                  description=tr(lang, "Im lặng > lỗi > báo động > cảnh báo > bình thường",
+                                 "Silent > fault > alarm > warning > ok"),
+                  layer=marker_layer(tr(lang, "Cảm biến", "Sensors"), "status", 7), zoom=9)
         .controls(geomap.ControlsOptions().show_zoom(True).mouse_wheel_zoom(False).show_attribution(True))
-        .tooltip(geomap.TooltipOptions().mode(gm.TooltipMode.DETAILS))
         .mappings(status_mappings(lang))
     )
 
 
 def open_alerts(lang: Lang) -> table.Panel:
     return (
-        table.Panel()
-        .id(2)
-        .show_header(True)
-        .title(tr(lang, "Cảnh báo đang mở (theo mức độ)", "Open alerts (by severity)"))
-        .datasource(ds())
-        .with_target(Sql(OPEN_ALERTS_SQL))
-        .grid_pos(grid(14, 5, 10, 16))
-        .override_by_name("severity", [prop("mappings", [m.to_json() for m in severity_mappings(lang)]),
-                                       prop("custom.cellOptions", {"type": "color-background"})])
-        .override_by_name("peak_severity", [prop("mappings", [m.to_json() for m in severity_mappings(lang)])])
+        table_panel(2, tr(lang, "Cảnh báo đang mở (theo mức độ)", "Open alerts (by severity)"), OPEN_ALERTS_SQL,
+                    grid(14, 5, 10, 16))
+        .override_by_name("severity", [severity_prop(lang), prop("custom.cellOptions", {"type": "color-background"})])
+        .override_by_name("peak_severity", [severity_prop(lang)])
     )
 
 
 def readings_rate(lang: Lang) -> stat.Panel:
     return (
-        stat.Panel()
-        .id(3)
-        .title(tr(lang, "Bản ghi/giây", "Readings/s"))
-        .datasource(ds())
-        .with_target(Sql(READINGS_PER_S_SQL, format="time_series"))
-        .grid_pos(grid(0, 0, 6, 5))
+        sql_panel(stat.Panel(), 3, tr(lang, "Bản ghi/giây", "Readings/s"), READINGS_PER_S_SQL, grid(0, 0, 6, 5),
+                  format="time_series")
         .unit("reqps")
         .decimals(1)
         .graph_mode(cm.BigValueGraphMode.AREA)
@@ -173,18 +131,10 @@ def readings_rate(lang: Lang) -> stat.Panel:
 
 def alerts_by_severity(lang: Lang) -> stat.Panel:
     return (
-        stat.Panel()
-        .id(4)
-        .title(tr(lang, "Cảnh báo đang mở theo mức độ", "Open alerts by severity"))
-        .datasource(ds())
-        .with_target(Sql(ALERTS_BY_SEVERITY_SQL))
-        .grid_pos(grid(6, 0, 9, 5))
-        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(True).fields("/^value$/"))
-        .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
-        .color_mode(cm.BigValueColorMode.BACKGROUND)
-        .graph_mode(cm.BigValueGraphMode.NONE)
+        tiles_panel(4, tr(lang, "Cảnh báo đang mở theo mức độ", "Open alerts by severity"), ALERTS_BY_SEVERITY_SQL,
+                    grid(6, 0, 9, 5))
         .thresholds(thresholds([(None, "green"), (1, "orange")]))
-        .override_by_name("metric", [prop("mappings", [m.to_json() for m in severity_mappings(lang)])])
+        .override_by_name("metric", [severity_prop(lang)])
     )
 
 

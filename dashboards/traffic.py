@@ -10,20 +10,9 @@ from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import geomap, timeseries
 from grafana_foundation_sdk.models import common as cm
-from grafana_foundation_sdk.models import geomap as gm
 
-from dashboards.common import (
-    SENSOR_FILTER,
-    Lang,
-    Sql,
-    base_dashboard,
-    ds,
-    grid,
-    thresholds,
-    tiered,
-    timeseries_panel,
-    tr,
-)
+from dashboards.common import SENSOR_FILTER, Lang, base_dashboard, grid, thresholds, tiered, tr
+from dashboards.panels import map_panel, marker_layer, series_panel
 from detectors.traffic import LEVELS
 
 UID = "ioc-traffic"
@@ -62,12 +51,7 @@ def level_thresholds() -> list[tuple[float | None, str]]:
 
 def speed_panel(lang: Lang) -> timeseries.Panel:
     return (
-        timeseries_panel()
-        .id(1)
-        .title(tr(lang, "Tốc độ theo đoạn đường", "Speed per segment"))
-        .datasource(ds())
-        .with_target(Sql(SPEED_SQL, format="time_series"))
-        .grid_pos(grid(0, 0, 12, 10))
+        series_panel(1, tr(lang, "Tốc độ theo đoạn đường", "Speed per segment"), SPEED_SQL, grid(0, 0, 12, 10))
         .unit("velocitykmh")
         .line_width(1)
         .legend(cb.VizLegendOptions().display_mode(cm.LegendDisplayMode.TABLE).placement(cm.LegendPlacement.RIGHT)
@@ -77,12 +61,8 @@ def speed_panel(lang: Lang) -> timeseries.Panel:
 
 def congestion_panel(lang: Lang) -> timeseries.Panel:
     return (
-        timeseries_panel()
-        .id(2)
-        .title(tr(lang, "Mức ùn tắc: tốc độ so với tốc độ tự do", "Congestion: speed as % of free flow"))
-        .datasource(ds())
-        .with_target(Sql(CONGESTION_SQL, format="time_series"))
-        .grid_pos(grid(12, 0, 12, 10))
+        series_panel(2, tr(lang, "Mức ùn tắc: tốc độ so với tốc độ tự do", "Congestion: speed as % of free flow"),
+                     CONGESTION_SQL, grid(12, 0, 12, 10))
         .unit("percent")
         .min(0)
         .thresholds(thresholds(level_thresholds()))
@@ -91,34 +71,10 @@ def congestion_panel(lang: Lang) -> timeseries.Panel:
 
 
 def congestion_map(lang: Lang) -> geomap.Panel:
-    markers = (
-        cb.MapLayerOptions()
-        .type("markers")
-        .name(tr(lang, "Đoạn đường", "Segments"))
-        .location(cb.FrameGeometrySource().mode(cm.FrameGeometrySourceMode.COORDS)
-                  .latitude("latitude").longitude("longitude"))
-        .tooltip(True)
-        .config({
-            "showLegend": True,
-            "style": {
-                "color": {"field": "speed_pct", "fixed": "green"},
-                "opacity": 0.9,
-                "size": {"fixed": 8, "max": 12, "min": 4},
-                "symbol": {"fixed": "img/icons/marker/circle.svg", "mode": "fixed"},
-            },
-        })
-    )
     return (
-        geomap.Panel()
-        .id(3)
-        .title(tr(lang, "Bản đồ ùn tắc (15 phút gần nhất)", "Congestion map (last 15 minutes)"))
-        .datasource(ds())
-        .with_target(Sql(CONGESTION_MAP_SQL))
-        .grid_pos(grid(0, 10, 24, 14))
-        .view(geomap.MapViewConfig().id("coords").lat(12).lon(109).zoom(11))
-        .basemap(cb.MapLayerOptions().type("default").name("Basemap"))
-        .layers([markers])
-        .tooltip(geomap.TooltipOptions().mode(gm.TooltipMode.DETAILS))
+        map_panel(3, tr(lang, "Bản đồ ùn tắc (15 phút gần nhất)", "Congestion map (last 15 minutes)"),
+                  CONGESTION_MAP_SQL, grid(0, 10, 24, 14),
+                  layer=marker_layer(tr(lang, "Đoạn đường", "Segments"), "speed_pct", 8), zoom=11)
         .unit("percent")
         .thresholds(thresholds(level_thresholds()))
     )

@@ -46,6 +46,10 @@ class Finding(msgspec.Struct, frozen=True):
 class FindingBatch(msgspec.Struct):
     v: int
     findings: list[Finding]
+    #: the readings offset (same partition number) whose envelope produced these findings; None
+    #: for the silence timer's. A worker taking a partition over reads it back to know which
+    #: envelopes already had their findings sent, so a redelivery does not send them twice.
+    source_offset: int | None = None
 
 
 class AlertChange(msgspec.Struct, frozen=True):

@@ -92,3 +92,15 @@ def connect(client: mqtt.Client, target: MqttTarget, props: mqtt.Properties | No
     sock = client.socket()
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+
+
+def start_background(client: mqtt.Client, target: MqttTarget, props: mqtt.Properties | None) -> None:
+    """Connect in the background with paho's own reconnects: a broker that is down now must not
+    crash a service that only publishes or listens on the side (alerts, acknowledgements)."""
+    client.connect_async(target.host, target.port, keepalive=30, properties=props)
+    client.loop_start()
+
+
+def stop_background(client: mqtt.Client) -> None:
+    client.loop_stop()
+    client.disconnect()

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import paho.mqtt.client as mqtt
 
-from ioc.mqtt_client import make_client
+from ioc.mqtt_client import make_client, start_background, stop_background
 from ioc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,7 @@ class AckListener:
             log.exception("acknowledgement of alert %s by %s failed", req.alert_id, req.by)
 
     def start(self) -> None:
-        t = self.target
-        self.client.connect_async(t.host, t.port, keepalive=30, properties=self.props)
-        self.client.loop_start()
+        start_background(self.client, self.target, self.props)
 
     def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        stop_background(self.client)

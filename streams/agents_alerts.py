@@ -64,7 +64,7 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
                 if n.alert.alert_id not in seen:
                     seen.add(n.alert.alert_id)
                     log.info("alert %s %s: %s (%s)", n.alert.alert_id, n.event, n.alert.message, n.alert.severity)
-                    await p.alerts.send(value=_enc.encode(n.alert), partition=at.partition)
+                    await p.alerts.send(value=_enc.encode(n.alert), partition=at.partition, force=True)
         return claimed
 
     async def alerts(stream: Any) -> None:

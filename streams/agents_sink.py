@@ -84,6 +84,8 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     # checkpoint through the detectors, silently: their findings went out before those offsets
     # were committed. Writing ~10 KB per sensor per envelope cost more than the detectors.
     rereader = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.readings, db, stats)
+    sent_reader = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.findings, db, stats)
+    findings_sent_upto: dict[int, int] = {}  # partition -> envelopes below this already sent their findings
     caught_up: set[int] = set()
     seen_upto: dict[str, int] = {}  # sensor -> first offset its restored state has not seen
     flushed_at: dict[int, float] = {}
@@ -108,6 +110,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
                 seen_upto[sid] = st["upto"]
             else:
                 seen_upto.pop(sid, None)
+        findings_sent_upto[partition] = await last_findings_source(partition) + 1
         if ckpt is None:
             return  # never checkpointed: a fresh partition, or state written before checkpoints
         start = min([ckpt, *(seen_upto[sid] for sid in sensors if sid in seen_upto)])
@@ -125,6 +128,24 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         stats.add("detector_replayed_readings", replayed)
         log.info("%s[%s]: detector state restored (checkpoint %s, oldest sensor %s); %s readings up to %s replayed",
                  p.topics.readings, partition, ckpt, start, replayed, offset)
+
+    async def last_findings_source(partition: int, look_back: int = 64) -> int:
+        """The newest readings offset whose findings reached ``ioc.findings`` (-1 if none): envelopes
+        up to it that come again after a crash are run through the detectors silently."""
+        end = await sent_reader.end_offset(partition)
+        newest = -1
+        floor = max(0, end - 16 * look_back)  # only silence batches that far back: nothing recent to match
+        while end > floor and newest < 0:
+            start = max(floor, end - look_back)
+            async for _off, value in sent_reader.read_range(partition, start, end):
+                try:
+                    src = msgspec.json.decode(value, type=FindingBatch).source_offset
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if src is not None:
+                    newest = max(newest, src)
+            end = start
+        return newest
 
     def unseen(readings: list[Any], offset: int) -> list[Any]:
         """The readings of an envelope whose sensors' restored state does not already hold it."""
@@ -180,15 +201,23 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         try:
             if at.partition not in caught_up:
                 await catch_up(at.partition, at.offset)
-            # A redelivery after a crash: sensors whose restored state already holds it are skipped.
+            # A redelivery after a crash: sensors whose restored state already holds it are skipped,
+            # and an envelope whose findings were already sent runs silently.
             findings = detect(unseen(readings, at.offset), at.partition)
+            if at.offset < findings_sent_upto.get(at.partition, -1):
+                findings = []
             checkpoint(at.partition, at.offset + 1, committed.timestamp())
         except Exception:  # the readings are stored; a detector bug must not stop storage
             log.exception("detectors failed on %s[%s]@%s", p.topics.readings, at.partition, at.offset)
             stats.add("detector_errors")
             findings = []
         if findings:
-            await p.findings.send(value=_enc.encode(FindingBatch(1, findings)), partition=at.partition)
+            # Sent now and acknowledged before the envelope is: Faust would otherwise attach the send
+            # to the event and publish it only at the next offset commit (up to a second later on
+            # the alert path), and a checkpoint could then get ahead of findings that never left.
+            fut = await p.findings.send(value=_enc.encode(FindingBatch(1, findings, at.offset)),
+                                        partition=at.partition, force=True)
+            await fut
             stats.add("findings", len(findings))
         return ClaimResult(result.claim, result.expected_offset or at.offset)
 

@@ -13,7 +13,7 @@ import msgspec
 
 from ioc.alerting.notification import DeliveryError, Notification
 from ioc.domain import alert_topic
-from ioc.mqtt_client import make_client
+from ioc.mqtt_client import make_client, start_background, stop_background
 from ioc.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,10 @@ class AlertPublisher:
         self.client.on_disconnect = lambda c, u, f, rc, p: self._connected.clear()
 
     def start(self) -> None:
-        """Connect in the background: a broker that is down now must not crash the alerts agent."""
-        t = self.target
-        self.client.connect_async(t.host, t.port, keepalive=30, properties=self.props)
-        self.client.loop_start()
+        start_background(self.client, self.target, self.props)
 
     def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        stop_background(self.client)
 
     def _publish(self, topic: str, payload: bytes, timeout_s: float = 10.0, retain: bool = True) -> bool:
         if not self._connected.wait(timeout_s):

@@ -126,6 +126,12 @@ class OffsetGuard:
         log.error("%s[%s]: offsets %s..%s are no longer on the broker (retention?): %s records lost",
                   self.topic, partition, start, end - 1, end - start)
 
+    async def end_offset(self, partition: int) -> int:
+        """The partition's end (the next offset the broker will write)."""
+        reader = await self._open()
+        tp = TopicPartition(self.topic, partition)
+        return int((await reader.end_offsets([tp]))[tp])
+
     def read_range(self, partition: int, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
         """Records ``start <= offset < end`` straight from the partition (one reader per guard: do
         not interleave two ranges on one guard)."""
@@ -134,19 +140,14 @@ class OffsetGuard:
     async def _read(self, partition: int, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
         """Records ``start <= offset < end`` of one partition, in order, a batch at a time (fewer if
         the broker lost some); raises if none arrives for ``read_timeout_s``."""
-        if self._reader is None:
-            self._reader = AIOKafkaConsumer(
-                bootstrap_servers=bootstrap_servers(self.kafka_url), group_id=None, enable_auto_commit=False,
-                auto_offset_reset="earliest", fetch_max_wait_ms=100,
-            )
-            await self._reader.start()
+        reader = await self._open()
         tp = TopicPartition(self.topic, partition)
-        self._reader.assign([tp])
-        self._reader.seek(tp, start)
+        reader.assign([tp])
+        reader.seek(tp, start)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.read_timeout_s
-        while await self._reader.position(tp) < end:
-            batch = (await self._reader.getmany(tp, timeout_ms=500, max_records=500)).get(tp, [])
+        while await reader.position(tp) < end:
+            batch = (await reader.getmany(tp, timeout_ms=500, max_records=500)).get(tp, [])
             if not batch and loop.time() > deadline:
                 raise TimeoutError(f"no record of {self.topic}[{partition}] {start}..{end - 1} for {self.read_timeout_s} s")
             for rec in batch:
@@ -155,6 +156,15 @@ class OffsetGuard:
                 yield rec.offset, bytes(rec.value or b"")
             if batch:
                 deadline = loop.time() + self.read_timeout_s
+
+    async def _open(self) -> AIOKafkaConsumer:
+        if self._reader is None:
+            self._reader = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap_servers(self.kafka_url), group_id=None, enable_auto_commit=False,
+                auto_offset_reset="earliest", fetch_max_wait_ms=100,
+            )
+            await self._reader.start()
+        return self._reader
 
     async def _on_shutdown(self, app: Any, **_: Any) -> None:
         await self.close()

@@ -59,3 +59,59 @@ def test_an_open_alert_can_be_acknowledged_from_the_cli(pipeline: dict[str, str]
     assert scalar(db, "SELECT count(*) FROM alert_events WHERE alert_id = %s AND event = 'acknowledged'", (alert_id,)) == 1
     again = _ioc(pipeline, "alerts", "ack", str(alert_id), "--by", "x")
     assert again.returncode == 2 and "is not open" in again.stderr
+
+
+def _open_alert(pipeline: dict[str, str], prefix: str) -> tuple[str, int]:
+    db, mqtt = pipeline["IOC_DATABASE_URL"], pipeline["IOC_MQTT_URL"]
+    gauge = f"{prefix}_{uuid.uuid4().hex[:6].upper()}"
+    register_sensors(db, [(gauge, "water_level", {"bd1": 4.2, "bd2": 5.0, "bd3": 5.7})])
+    time.sleep(2.5)
+    t0 = datetime.now(UTC) - timedelta(minutes=30)
+    msgs = [(f"khanhhoa/v1/water_level/{gauge}", encode_payload(gauge, t0 + timedelta(minutes=k), k, {"water_level_m": v}))
+            for k, v in enumerate([4.0, 4.1, 4.25, 4.3])]
+    assert publish(mqtt, msgs) == 4
+    return gauge, wait_for(lambda: scalar(db, "SELECT alert_id FROM alerts WHERE sensor_id = %s", (gauge,)), 60, "alert")
+
+
+def test_alerts_list_json_and_an_acknowledgement_over_mqtt(pipeline: dict[str, str]) -> None:
+    import json
+
+    db, mqtt = pipeline["IOC_DATABASE_URL"], pipeline["IOC_MQTT_URL"]
+    gauge, alert_id = _open_alert(pipeline, "MQACK")
+    listing = _ioc(pipeline, "alerts", "list", "--open", "--json")
+    assert listing.returncode == 0, listing.stderr
+    mine = [a for a in json.loads(listing.stdout) if a["alert_id"] == alert_id]
+    assert mine and mine[0]["state"] == "open" and mine[0]["sensor_id"] == gauge
+    # Malformed acknowledgements are refused and change nothing; a good one acknowledges, with its note.
+    assert publish(mqtt, [("khanhhoa/v1/alerts/ack", b'{"alert_id": "x"}'),
+                          ("khanhhoa/v1/alerts/ack", b"not json"),
+                          ("khanhhoa/v1/alerts/ack",
+                           json.dumps({"alert_id": alert_id, "by": "Lan", "note": "đã cử người"}).encode())]) == 3
+    wait_for(lambda: scalar(db, "SELECT state FROM alerts WHERE alert_id = %s", (alert_id,)) == "acknowledged", 30,
+             "the acknowledgement over MQTT")
+    assert scalar(db, "SELECT acknowledged_by || '/' || ack_note FROM alerts WHERE alert_id = %s", (alert_id,)) == \
+        "Lan/đã cử người"
+    assert scalar(db, "SELECT actor FROM alert_events WHERE alert_id = %s AND event = 'acknowledged'", (alert_id,)) == "Lan"
+    # ... and the acknowledgement went out on the channels through the outbox.
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM alert_outbox WHERE alert_id = %s AND event = 'acknowledged'"
+                                " AND delivered_at IS NOT NULL", (alert_id,)) == 1, 30, "the acknowledgement notified")
+
+
+def test_a_silence_from_the_cli_mutes_notifications_but_keeps_the_alert(pipeline: dict[str, str]) -> None:
+    db = pipeline["IOC_DATABASE_URL"]
+    gauge = f"SIL_{uuid.uuid4().hex[:6].upper()}"
+    bad = _ioc(pipeline, "alerts", "silence", "--sensor", gauge, "--for", "soon", "--by", "Lan", "--reason", "x")
+    assert bad.returncode == 2 and "--for" in bad.stderr
+    res = _ioc(pipeline, "alerts", "silence", "--sensor", gauge, "--for", "2h", "--by", "Lan", "--reason", "bảo trì")
+    assert res.returncode == 0, res.stderr
+    listing = _ioc(pipeline, "alerts", "silences")
+    assert gauge in listing.stdout
+    register_sensors(db, [(gauge, "water_level", {"bd1": 4.2, "bd2": 5.0, "bd3": 5.7})])
+    time.sleep(2.5)
+    t0 = datetime.now(UTC) - timedelta(minutes=30)
+    assert publish(pipeline["IOC_MQTT_URL"], [(f"khanhhoa/v1/water_level/{gauge}",
+                                               encode_payload(gauge, t0 + timedelta(minutes=k), k, {"water_level_m": v}))
+                                              for k, v in enumerate([4.0, 4.1, 4.25, 4.3])]) == 4
+    alert_id = wait_for(lambda: scalar(db, "SELECT alert_id FROM alerts WHERE sensor_id = %s", (gauge,)), 60, "alert")
+    wait_for(lambda: scalar(db, "SELECT muted_by FROM alerts WHERE alert_id = %s", (alert_id,)), 10, "muted_by")
+    assert scalar(db, "SELECT count(*) FROM alert_outbox WHERE alert_id = %s", (alert_id,)) == 0
