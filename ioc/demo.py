@@ -11,22 +11,23 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ioc.domain import SEVERITIES
 from ioc.errors import StackError
 from ioc.settings import load_settings
 from ioc.stack.children import ChildProcesses
 from ioc.stack.stack import running_stack
+from ioc.storage.alerts_store import list_alerts
 from ioc.storage.db import connect, create_database
 from ioc.storage.migrate import migrate
 
 
-def recent_alerts(url: str, limit: int = 10) -> list[tuple[str, ...]]:
+def recent_alerts(url: str, limit: int = 12) -> list[tuple[str, ...]]:
+    """The alerts that mattered most: highest peak first, then the oldest (an incident lists its sensors)."""
     with connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT alert_id, peak_severity, severity, state, sensor_id, opened_at, message FROM alerts"
-            " ORDER BY alert_id LIMIT %s",
-            (limit,),
-        ).fetchall()
-    return [(str(r[0]), r[1], r[2], r[3], r[4], r[5].isoformat(timespec="minutes"), r[6]) for r in rows]
+        rows = list_alerts(conn, active_only=False, limit=5000)
+    rows.sort(key=lambda a: (-SEVERITIES.index(a.peak_severity), a.alert_id))
+    return [(str(a.alert_id), a.peak_severity, a.severity, a.state, a.kind, ", ".join(a.members) or a.sensor_id,
+             a.opened_at.isoformat(timespec="minutes"), a.message) for a in rows[:limit]]
 
 
 @dataclass
@@ -152,7 +153,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
     console.print(summary)
     if alerts:
         at = Table(title="alerts (state at the end)")
-        for col in ("id", "peak", "now", "state", "sensor", "opened (event time)", "latest"):
+        for col in ("id", "peak", "now", "state", "kind", "sensors", "opened (event time)", "latest"):
             at.add_column(col)
         for a in alerts:
             at.add_row(*a)

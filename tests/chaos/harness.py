@@ -38,6 +38,7 @@ from typing import Any
 import msgspec
 import psycopg
 
+from ioc.domain import SEVERITIES
 from ioc.models import Finding, FindingBatch
 from ioc.mqtt_client import connect as mqtt_connect
 from ioc.mqtt_client import make_client
@@ -165,6 +166,7 @@ class Outcome:
     findings_reemitted: int = 0
     alerts: list[tuple[Any, ...]] = field(default_factory=list)
     duplicate_transitions: list[tuple[Any, ...]] = field(default_factory=list)
+    incidents: dict[str, int] = field(default_factory=dict)
     outbox: int = 0
     undelivered: list[str] = field(default_factory=list)
     mqtt_unseen: list[str] = field(default_factory=list)
@@ -328,6 +330,7 @@ class ChaosRun:
         self.wait_notifications()
         out.alerts = alert_transitions(self.db, self.flood)
         out.duplicate_transitions = _rows(self.db, DUPLICATE_TRANSITIONS)
+        out.incidents = incidents_per_key(self.db)
         outbox = _rows(self.db, "SELECT notification_id, channel, delivered_at FROM alert_outbox")
         out.outbox = len(outbox)
         out.undelivered = [nid for nid, _c, at in outbox if at is None]
@@ -383,17 +386,21 @@ def alert_transitions(db: str, flood: Flood) -> list[tuple[Any, ...]]:
     """What must match a fault-free run, sorted.
 
     A per-sensor alert: every transition in scenario time, (key, kind, event, severity, ts). An
-    incident grouped over several sensors (a river, a road): (key, kind, "incident", peak,
-    members). Its members' findings come from different partitions, and the order in which the
-    alerts stage sees them decides which member moves the incident at which step, so its steps
-    and their times differ between two runs without any fault (see README); what it reached and
-    who took part do not. Transitions after the scenario's end are left out: the live silence
-    timer keeps going after the last reading, and what it finds depends on how long a run drains."""
+    incident grouped over several sensors (a river, a road): per group key, (key, kind,
+    "incidents", highest peak, every member). Its members' findings come from different
+    partitions, and the order in which the alerts stage sees them decides which member moves the
+    incident at which step, and even whether two members' overlapping conditions make one
+    incident or two in a row; so that differs between two runs without any fault (see README),
+    and is recorded by :func:`incidents_per_key`, not compared. Transitions after the scenario's
+    end are left out: the live silence timer keeps going after the last reading, and what it
+    finds depends on how long a run drains."""
     from ioc.storage.alerts_store import alert_history
 
     offset = timedelta(seconds=flood.offset_s)
     grouped = _grouped_prefixes()
     out: list[tuple[Any, ...]] = []
+    groups: dict[str, tuple[str, set[str]]] = {}
+    kinds: dict[str, str] = {}
     with db_connect(db) as conn:
         hist = alert_history(conn)
     for a in hist:
@@ -410,10 +417,20 @@ def alert_transitions(db: str, flood: Flood) -> list[tuple[Any, ...]]:
         if not steps:
             continue
         if a.alert_key.startswith(grouped):
-            out.append((a.alert_key, a.kind, "incident", a.peak_severity, ",".join(sorted(a.members))))
+            peak, members = groups.get(a.alert_key, (a.peak_severity, set()))
+            groups[a.alert_key] = (max(peak, a.peak_severity, key=SEVERITIES.index), members | set(a.members))
+            kinds[a.alert_key] = a.kind
         else:
             out += steps
+    out += [(k, kinds[k], "incidents", peak, ",".join(sorted(m))) for k, (peak, m) in groups.items()]
     return sorted(out, key=repr)
+
+
+def incidents_per_key(db: str) -> dict[str, int]:
+    """How many incidents each group key had (a figure for the results: it varies with ordering)."""
+    grouped = _grouped_prefixes()
+    rows = _rows(db, "SELECT alert_key, count(*) FROM alerts WHERE alert_key NOT LIKE '%%WARMUP%%' GROUP BY 1")
+    return {k: int(n) for k, n in rows if k.startswith(grouped)}
 
 
 def transitions_diff(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any]]:
@@ -436,6 +453,24 @@ def new_database(pg_url: str, tablespace: str | None = None) -> str:
     url = database_url_for(pg_url, name)
     migrate(url)
     return url
+
+
+def group_members(kafka_url: str, group: str) -> list[str]:
+    """Member ids of a consumer group, as the broker sees them."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.topics import bootstrap_servers
+
+    async def describe() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(kafka_url))
+        await admin.start()
+        try:
+            resp = await admin.describe_consumer_groups([group])
+        finally:
+            await admin.close()
+        return [str(m[0]) for r in resp for g in r.groups for m in g[5]]
+
+    return asyncio.run(describe())
 
 
 def kill_service(pid: int) -> None:

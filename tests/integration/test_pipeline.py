@@ -92,8 +92,9 @@ def test_threshold_crossing_gives_exactly_one_open_alert_and_a_retained_message(
                 assert alert["sensor_id"] == gauge and alert["state"] == "open" and alert["message"]
                 assert body["event"] == "opened" and len(body["notification_id"]) == 32
                 # The outbox row it came from is marked delivered, and the delivery is audited.
-                assert wait_for(lambda: scalar(db, "SELECT delivered_at IS NOT NULL FROM alert_outbox"
-                                                   " WHERE notification_id = %s", (body["notification_id"],)),
+                nid = body["notification_id"]
+                assert wait_for(lambda nid=nid: scalar(db, "SELECT delivered_at IS NOT NULL FROM alert_outbox"
+                                                           " WHERE notification_id = %s", (nid,)),
                                 10, "the outbox row marked delivered")
                 assert scalar(db, "SELECT count(*) FROM alert_events WHERE alert_id = %s"
                                   " AND event = 'notified:mqtt'", (alert_id,)) == 1

@@ -16,13 +16,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from ioc.models import Finding
 from ioc.alerting.rules import load_rules
+from ioc.models import Finding
 from ioc.storage.alerts_store import Delivery, apply_finding
-from ioc.storage.outbox import claim_due, mark_delivered, mark_failed_attempt
 from ioc.storage.deadletters import DeadLetter, write_deadletters
 from ioc.storage.migrate import available_migrations, migrate
 from ioc.storage.offset_ledger import Claim, Position, claim_offset, next_offsets
+from ioc.storage.outbox import claim_due, mark_delivered, mark_failed_attempt
 from ioc.storage.readings_sink import WriteResult, write_readings
 from ioc.wire import Reading
 
