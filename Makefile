@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit integration bench system-deps clean
+.PHONY: demo test lint typecheck unit integration bench chaos system-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit ioc detectors streams sensors_sim
 
 # `make bench` runs every bench (≤ ~20 min); `make bench BENCH_ARGS=--quick` is a ≤ 3 min smoke run.
+chaos: $(STAMP) system-deps
+	$(BIN)/pytest tests/chaos -m chaos
+
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 

@@ -7,6 +7,7 @@ stable reason code, which is what the dead-letter store and the per-reason count
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -119,7 +120,10 @@ def validate(
 ) -> Reading:
     """Turn one MQTT message into a Reading or raise PayloadRejected with a reason code."""
     if len(raw) > policy.max_payload_bytes:
-        raise PayloadRejected("too_large", f"{len(raw)} bytes > {policy.max_payload_bytes}")
+        # the stored sample is the first max_payload_bytes: the digest keeps two different
+        # oversize payloads two letters (the dead-letter key includes it)
+        raise PayloadRejected("too_large", f"{len(raw)} bytes > {policy.max_payload_bytes};"
+                                           f" sha256 {hashlib.sha256(raw).hexdigest()}")
     kind, topic_sensor = parse_topic(topic)
     try:
         p = _payload_decoder.decode(raw)

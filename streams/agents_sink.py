@@ -41,6 +41,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     stats = StageStats("sink")
     bank: list[DetectorBank] = []
     clock = EventClock()  # silence is judged in event time, so a replay is judged as live was
+    worker_started = datetime.now(UTC)
     tick_s = settings.silence_check_s
     ticked: dict[int, float] = {}  # partition -> last silence tick (event time) checked in-stream
     busy_at: dict[int, float] = {}  # partition -> wall time of its latest envelope
@@ -283,7 +284,11 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         found: list[Finding] = []
         try:
             for partition, keys in idle.items():
-                found += bank[0].check_silence(keys, p.detector_state, clock.now(partition, wall), clock.started)
+                if clock.observed(partition):
+                    found += bank[0].check_silence(keys, p.detector_state, clock.now(partition, wall), clock.started)
+                else:  # nothing from it since this worker started: its clock is unknown, so give it the
+                    # grace of k intervals from the start (a replayed backlog arrives well before that)
+                    found += bank[0].check_silence(keys, p.detector_state, wall, worker_started)
         except Exception:  # a detector bug must not stop the timer
             log.exception("silence check failed")
             return

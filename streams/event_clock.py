@@ -42,5 +42,8 @@ class EventClock:
         if self.started is None:
             self.started = wall + timedelta(seconds=lag)
 
+    def observed(self, partition: int) -> bool:
+        return partition in self._lag_s
+
     def now(self, partition: int, wall: datetime) -> datetime:
         return wall + timedelta(seconds=self._lag_s.get(partition, 0.0))

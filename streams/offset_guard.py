@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ioc.retry import Backoff
-from ioc.storage.offset_ledger import Claim, ClaimResult, Position, next_offsets
+from ioc.storage.offset_ledger import Claim, ClaimResult, Position, forget_partition, next_offsets
 from streams.db_worker import DbWorker
 from streams.faust_compat import commit_lost_range
 from streams.pipeline_stats import StageStats
@@ -95,6 +95,13 @@ class OffsetGuard:
     async def _apply_in_order(self, event: Any, apply: Apply) -> ClaimResult:
         at = self.position(event)
         result = await apply(event.value, at, False)
+        if result.claim is Claim.DONE and await self._recreated(at.partition, result.expected):
+            log.error("%s[%s]: the broker's log ends below offset %s, which was already applied: the topic was"
+                      " re-created (a broker that lost its log); the ledger starts this partition afresh",
+                      self.topic, at.partition, result.expected)
+            self.stats.add("topics_recreated")
+            await self.db.run(partial(forget_partition, stream=at.stream, partition=at.partition), "reset ledger")
+            result = await apply(event.value, at, False)
         if result.claim is not Claim.AHEAD:
             return result
         msg = event.message
@@ -120,6 +127,14 @@ class OffsetGuard:
                 await asyncio.sleep(backoff.next())
         await commit_lost_range(self.app.consumer, msg.tp, result.expected, at.offset - 1)
         return await apply(event.value, at, expected < at.offset)
+
+    async def _recreated(self, partition: int, expected: int) -> bool:
+        """A redelivered record is below the ledger and the log goes past it; a record below the
+        ledger in a log that ends below it can only come from a topic that started again."""
+        try:
+            return await self.end_offset(partition) < expected
+        except Exception:  # noqa: BLE001 - cannot tell: treat it as a redelivery, as before
+            return False
 
     def _lost(self, partition: int, start: int, end: int) -> None:
         self.stats.add("offsets_lost", end - start)

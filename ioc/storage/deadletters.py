@@ -30,6 +30,8 @@ class DeadLetter(msgspec.Struct, frozen=True):
     def key(self) -> str:
         """Content key: a redelivered reject is stored once, like a duplicate reading."""
         h = hashlib.sha256(self.topic.encode("utf-8", "replace") + b"\0" + self.raw)
+        if self.reason == "too_large":  # the raw bytes are a truncated sample; the detail has the full digest
+            h.update(b"\0" + self.detail.encode("utf-8", "replace"))
         return h.hexdigest()
 
 

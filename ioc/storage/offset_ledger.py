@@ -78,3 +78,8 @@ def next_offsets(conn: psycopg.Connection, stream: str) -> dict[int, int]:
         "SELECT kafka_partition, next_offset FROM consumed_offsets WHERE stream = %s", (stream,)
     ).fetchall()
     return {int(p): int(o) for p, o in rows}
+
+
+def forget_partition(conn: psycopg.Connection, stream: str, partition: int) -> None:
+    """The topic was re-created (its end is below what the ledger applied): start it afresh at 0."""
+    conn.execute("DELETE FROM consumed_offsets WHERE stream = %s AND kafka_partition = %s", (stream, partition))

@@ -154,9 +154,9 @@ def _restart_tansu(svc: Service) -> Service:
     " (1) the offset ledger (consumed_offsets) keeps next_offset of the lost topics, so once a topic"
     " is re-created from offset 0 the first next_offset envelopes of each partition are discarded as"
     " redeliveries (restart at once: 2,216 of 7,463 readings lost, all published after the broker was"
-    " back); (2) nothing re-creates the topics: restarted after the session timeout, the bridge's"
-    " sends never complete and the worker's offset commits fail with UnknownTopicOrPartitionError"
-    " every 100 ms, so nothing after the crash is stored until the processes are restarted by hand."
+    " back); (2) nothing re-creates lost topics: in one run restarted after the session timeout the"
+    " bridge's sends never completed and the worker's offset commits failed with"
+    " UnknownTopicOrPartitionError every 100 ms, so nothing after the crash was stored until a restart."
     " See tests/chaos/README.md"))
 @pytest.mark.parametrize("when", list(DELAYS))
 def test_tansu_sigkill(run: ChaosRun, chaos_stack: StackState, flood: Flood, reference: Outcome,

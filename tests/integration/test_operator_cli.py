@@ -29,7 +29,8 @@ def test_deadletters_of_an_unknown_sensor_are_stored_after_registration_and_repl
     assert publish(mqtt, msgs) == 10
     wait_for(lambda: scalar(db, "SELECT count(*) FROM deadletters WHERE topic = %s AND reason = 'unknown_sensor'"
                                " AND replayed_at IS NULL", (msgs[0][0],)) == 10, 60, "10 dead letters")
-    listing = _ioc(pipeline, "deadletters", "list", "--reason", "unknown_sensor", "--limit", "1000")
+    # oldest first, and the session's database holds every other test's letters too
+    listing = _ioc(pipeline, "deadletters", "list", "--reason", "unknown_sensor", "--limit", "100000")
     assert listing.returncode == 0 and sid in listing.stdout and "unknown_sensor=" in listing.stdout
 
     register_sensors(db, [(sid, "rain", None)])  # the fix
@@ -50,7 +51,7 @@ def test_an_open_alert_can_be_acknowledged_from_the_cli(pipeline: dict[str, str]
             for k, v in enumerate([4.0, 4.1, 4.25, 4.3])]
     assert publish(mqtt, msgs) == 4
     alert_id = wait_for(lambda: scalar(db, "SELECT alert_id FROM alerts WHERE sensor_id = %s", (gauge,)), 60, "alert")
-    listing = _ioc(pipeline, "alerts", "list")
+    listing = _ioc(pipeline, "alerts", "list", "--limit", "100000")  # most severe first; other tests' alerts too
     assert listing.returncode == 0 and gauge in listing.stdout
     res = _ioc(pipeline, "alerts", "ack", str(alert_id), "--by", "trực ban PCTT")
     assert res.returncode == 0, res.stderr

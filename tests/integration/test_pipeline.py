@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import time
@@ -130,5 +131,5 @@ def test_malformed_payloads_are_dead_lettered_with_their_reason(pipeline: dict[s
         assert scalar(db, "SELECT reason FROM deadletters WHERE raw = %s", (raw,)) == reason
         assert scalar(db, "SELECT topic FROM deadletters WHERE raw = %s", (raw,)) == topic
     assert scalar(db, "SELECT detail FROM deadletters WHERE reason = 'too_large' AND topic = %s",
-                  (cases["too_large"][0],)) == "5002 bytes > 4096"
+                  (cases["too_large"][0],)) == f"5002 bytes > 4096; sha256 {hashlib.sha256(cases['too_large'][1]).hexdigest()}"
     assert scalar(db, "SELECT count(*) FROM readings WHERE sensor_id = %s", (sid,)) == 0

@@ -56,12 +56,12 @@ def test_a_worker_sigkilled_mid_flood_misses_no_finding_and_duplicates_none(stac
     killed: list[float] = []
 
     def kill_and_restart(procs: ChildProcesses) -> None:
-        time.sleep(18)  # about 40 % into the 45 s replay: the flood is rising
+        time.sleep(36)  # about 40 % into the 90 s replay: the flood is rising
         procs.kill("worker", signal.SIGKILL)
         killed.append(time.monotonic())
         procs.start("worker", "worker")
 
-    res = run_e2e("demo", seconds=45, during=kill_and_restart)
+    res = run_e2e("demo", seconds=90, during=kill_and_restart)
     assert killed, "the fault never ran"
     a = res.agreement
     assert a.agree, (a.only_inprocess[:20], a.only_e2e[:20])
