@@ -117,7 +117,7 @@ def _shift(f: Finding, offset: timedelta) -> Finding:
         predicted_crossing_at=None if f.predicted_crossing_at is None else f.predicted_crossing_at - offset)
 
 
-async def _read_findings(kafka_url: str, topic: str, idle_s: float, done: Callable[[], bool],
+async def read_findings(kafka_url: str, topic: str, idle_s: float, done: Callable[[], bool],
                          timeout_s: float) -> list[list[Finding]]:
     """Every findings batch on the topic, per partition in order, once ``done()`` and idle for ``idle_s``."""
     from aiokafka import AIOKafkaConsumer
@@ -200,7 +200,7 @@ def run_e2e(name: str, *, seconds: float = 120.0, seed: int | None = None,
                 c = db_counts(db)
                 return c.stored + c.deadlettered >= pub.published
 
-            batches = asyncio.run(_read_findings(urls["IOC_KAFKA_URL"], f"score-{tag}.findings",
+            batches = asyncio.run(read_findings(urls["IOC_KAFKA_URL"], f"score-{tag}.findings",
                                                  idle_s=10.0, done=drained,
                                                  timeout_s=600))
             counts = db_counts(db)

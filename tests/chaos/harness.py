@@ -39,10 +39,11 @@ import msgspec
 import psycopg
 
 from ioc.domain import SEVERITIES
-from ioc.models import Finding, FindingBatch
+from ioc.models import Finding
 from ioc.mqtt_client import connect as mqtt_connect
 from ioc.mqtt_client import make_client
 from ioc.score_e2e import Agreement, compare
+from ioc.score_e2e import read_findings as read_topic
 from ioc.scoring import counted, run_detectors
 from ioc.stack.process import pid_alive
 from ioc.stack.stack import StackState
@@ -280,7 +281,8 @@ class ChaosRun:
     def read_findings(self, idle_s: float = 10.0, timeout_s: float = 300) -> tuple[list[Finding], int]:
         """Findings on ``<prefix>.findings`` in scenario time, and how many were exact re-emissions."""
         topic = f"{self.p.env['IOC_TOPIC_PREFIX']}.findings"
-        per = asyncio.run(_read_topic(self.stack.urls["IOC_KAFKA_URL"], topic, idle_s, timeout_s))
+        per = asyncio.run(read_topic(self.stack.urls["IOC_KAFKA_URL"], topic, idle_s=idle_s, done=lambda: True,
+                                       timeout_s=timeout_s))
         offset = timedelta(seconds=self.flood.offset_s)
         out: list[Finding] = []
         reemitted = 0
@@ -500,26 +502,3 @@ def _rollup_mismatches(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) 
     return bad
 
 
-async def _read_topic(kafka_url: str, topic: str, idle_s: float, timeout_s: float) -> list[list[Finding]]:
-    from aiokafka import AIOKafkaConsumer
-
-    from streams.topics import bootstrap_servers
-
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers(kafka_url), auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    per: dict[int, list[Finding]] = {}
-    last = time.monotonic()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            got = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for tp, records in got.items():
-                for rec in records:
-                    per.setdefault(tp.partition, []).extend(msgspec.json.decode(rec.value, type=FindingBatch).findings)
-                last = time.monotonic()
-            if not got and time.monotonic() - last >= idle_s:
-                break
-    finally:
-        await consumer.stop()
-    return [per[p] for p in sorted(per)]
