@@ -12,7 +12,6 @@ from rich.live import Live
 from rich.table import Table
 
 from ioc.domain import SEVERITIES
-from ioc.errors import StackError
 from ioc.settings import load_settings
 from ioc.stack.children import ChildProcesses
 from ioc.stack.stack import running_stack
@@ -91,14 +90,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
         ready_file.unlink(missing_ok=True)
         procs = ChildProcesses(env, settings.data_dir / "demo")
         try:
-            procs.start("worker", "worker")
-            procs.start("bridge", "bridge", "--ready-file", str(ready_file))
-            deadline = time.monotonic() + 60
-            while not ready_file.exists():
-                procs.check()
-                if time.monotonic() > deadline:
-                    raise StackError("bridge did not subscribe within 60 s")
-                time.sleep(0.1)
+            procs.start_pipeline(ready_file)
             published = [0]
             result: list[object] = []
             errors: list[BaseException] = []

@@ -177,14 +177,7 @@ def run_e2e(name: str, *, seconds: float = 120.0, seed: int | None = None,
         procs = ChildProcesses(env, workdir)
         ready = workdir / "bridge.ready"
         try:
-            procs.start("worker", "worker")
-            procs.start("bridge", "bridge", "--ready-file", str(ready))
-            deadline = time.monotonic() + 60
-            while not ready.exists():
-                procs.check()
-                if time.monotonic() > deadline:
-                    raise StackError("bridge did not subscribe within 60 s")
-                time.sleep(0.1)
+            procs.start_pipeline(ready)
             say(f"{name}: publishing over MQTT in about {seconds:.0f} s")
             fault = threading.Thread(target=during, args=(procs,), name="fault", daemon=True) if during else None
             if fault is not None:

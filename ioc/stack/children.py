@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,18 @@ class ChildProcesses:
             )
         self.procs[name] = p
         return p
+
+    def start_pipeline(self, ready_file: Path, timeout_s: float = 60.0) -> None:
+        """A worker and a bridge; returns once the bridge has subscribed (it writes ``ready_file``)."""
+        ready_file.unlink(missing_ok=True)
+        self.start("worker", "worker")
+        self.start("bridge", "bridge", "--ready-file", str(ready_file))
+        deadline = time.monotonic() + timeout_s
+        while not ready_file.exists():
+            self.check()
+            if time.monotonic() > deadline:
+                raise StackError(f"bridge did not subscribe within {timeout_s:.0f} s")
+            time.sleep(0.1)
 
     def log(self, name: str, lines: int = 40) -> str:
         return log_tail(self.logdir / f"{name}.log", lines)
