@@ -59,13 +59,12 @@ class CheckResult:
     rows: int | None
     elapsed_ms: float | None
     error: str | None = None
-    expected_failure: str | None = None
     columns: tuple[str, ...] = ()
     sample: tuple[tuple[object, ...], ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.expected_failure is None
+        return self.error is None
 
 
 def _is_sql(ds: Any) -> bool:

@@ -155,8 +155,6 @@ def check_cmd(time_from: str, time_to: str, lang: str | None, timescaledb: str, 
         if r.error:
             failed += 1
             status = f"[red]error[/]: {r.error}"
-        elif r.expected_failure:
-            status = f"[yellow]expected failure[/]: {r.expected_failure}"
         elif not r.rows:
             status = "[yellow]no rows[/]"
         else:

@@ -409,13 +409,6 @@ def list_alerts(conn: psycopg.Connection, *, active_only: bool = True, limit: in
                      list(r[14] or []), r[15], r[16], r[17], r[18]) for r in rows]
 
 
-def active_alerts(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
-    return conn.execute(
-        "SELECT alert_id, severity, kind, sensor_id, rule, state, opened_at, value, threshold, message"
-        " FROM alerts WHERE state <> 'resolved' ORDER BY alert_id"
-    ).fetchall()
-
-
 @dataclass(frozen=True)
 class AlertHistory:
     alert_id: int
