@@ -87,13 +87,21 @@ def _view(row: Sequence[Any], previous: str | None, meta: dict[str, tuple[Any, .
 
 
 def _active_silence(cur: psycopg.Cursor[Any], kind: str, sensors: Sequence[str], now: datetime) -> int | None:
+    """The silence that mutes an alert: one on its kind, or sensor silences covering every member.
+
+    A maintenance silence on one gauge must not mute a river's incident that another gauge raised.
+    """
     cur.execute(
-        "SELECT silence_id FROM alert_silences WHERE expired_at IS NULL AND starts_at <= %s AND ends_at > %s"
-        " AND (kind = %s OR sensor_id = ANY(%s)) ORDER BY silence_id LIMIT 1",
+        "SELECT sensor_id, min(silence_id) FROM alert_silences WHERE expired_at IS NULL AND starts_at <= %s"
+        " AND ends_at > %s AND (kind = %s OR sensor_id = ANY(%s)) GROUP BY sensor_id",
         (now, now, kind, list(sensors)),
     )
-    row = cur.fetchone()
-    return None if row is None else int(row[0])
+    found = {sid: int(silence_id) for sid, silence_id in cur.fetchall()}
+    if None in found:
+        return found[None]
+    if sensors and all(s in found for s in sensors):
+        return min(found.values())
+    return None
 
 
 def _notify(cur: psycopg.Cursor[Any], row: Sequence[Any], event: str, previous: str | None, channels: Sequence[str],
@@ -362,12 +370,11 @@ def due_repeats(conn: psycopg.Connection, now: datetime | None = None) -> list[N
             _notify(cur, row, "repeat", row[3], list(row[24] or []), at, out)
         cur.execute(
             f"SELECT {_ALERT_COLS} FROM alerts a WHERE state <> 'resolved' AND muted_by IS NOT NULL"  # noqa: S608
-            " AND NOT EXISTS (SELECT 1 FROM alert_silences s WHERE s.expired_at IS NULL AND s.starts_at <= %s"
-            " AND s.ends_at > %s AND (s.kind = a.kind OR s.sensor_id = ANY(a.members) OR s.sensor_id = a.sensor_id))"
             " FOR UPDATE SKIP LOCKED",
-            (at, at),
         )
         for row in cur.fetchall():
+            if _active_silence(cur, row[5], sorted({*(row[22] or []), row[7]}), at) is not None:
+                continue
             _event(cur, row[0], "unmuted", {"was": row[25]})
             _notify(cur, row, "unmuted", row[3], list(row[24] or []), at, out)
     return out
