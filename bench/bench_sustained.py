@@ -29,6 +29,7 @@ Writes ``bench/results/sustained.json``; asserts nothing about timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -128,6 +129,7 @@ class AlertProbe:
         self.next = 0
         self.sent: dict[str, float] = {}
         self.got: dict[str, float] = {}
+        self.outboxed: dict[str, float] = {}  # the notification's created_at: the alert's commit
         self.lock = threading.Lock()
         self.sub, target, props = make_client(mqtt_url, client_id=f"bench-alerts-{uuid.uuid4().hex[:8]}")
         self.sub.on_connect = lambda c, u, f, rc, p: c.subscribe("khanhhoa/v1/alerts/#", qos=1)
@@ -150,6 +152,8 @@ class AlertProbe:
         with self.lock:
             if body.get("event") == "opened" and sid in self.sent and sid not in self.got:
                 self.got[sid] = t
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    self.outboxed[sid] = datetime.fromisoformat(body["created_at"]).timestamp()
 
     def fire(self) -> bool:
         if self.next >= len(self.probes):
@@ -167,6 +171,13 @@ class AlertProbe:
     def latencies_ms(self, sids: list[str]) -> list[float]:
         with self.lock:
             return [(self.got[s] - self.sent[s]) * 1000.0 for s in sids if s in self.got]
+
+    def split_ms(self, sids: list[str]) -> dict[str, list[float]]:
+        """Where the alert's time goes: publish → alert committed with its outbox rows, then → on MQTT."""
+        with self.lock:
+            done = [s for s in sids if s in self.got and s in self.outboxed]
+            return {"to_outbox": [(self.outboxed[s] - self.sent[s]) * 1000.0 for s in done],
+                    "outbox_to_mqtt": [(self.got[s] - self.outboxed[s]) * 1000.0 for s in done]}
 
     def stop(self) -> None:
         for c in (self.sub, self.pub):
@@ -253,6 +264,7 @@ class Bench:
         }
         if fired and self.probe is not None:
             out["alert_latency_ms"] = quantiles(self.probe.latencies_ms(fired))
+            out["alert_latency_split_ms"] = {k: quantiles(v) for k, v in self.probe.split_ms(fired).items()}
             out["alert_probes"] = len(fired)
         reasons = []
         if res.published < MIN_OFFERED * rate * seconds or out["achieved_rate"] < MIN_OFFERED * rate:
@@ -323,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 criteria=(f"offered >= {MIN_OFFERED:.0%} of the rate, all PUBACKed, every reading visible "
                           f"<= {args.drain_bound} s after the last publish, zero rows missing"),
                 note=("hold shortened for a quick run; the issue's criterion is 60 s" if args.hold < 60 else ""),
-                started_pids=pids.items, cadences={}, latency={})
+                settings=dict(args.set), latency_cadence=args.latency_cadence, started_pids=pids.items, cadences={}, latency={})
     t_all = time.perf_counter()
     tag = short_tag()
     levels = _probe_levels()
@@ -331,7 +343,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     watch: ProcWatch | None = None
     with BenchStack("sustained", pids) as stack:
         pipe = PipelineProcs(stack, stack.new_database(tag), tag, pids,
-                             IOC_REGISTRY_REFRESH_S=str(args.registry_refresh))
+                             IOC_REGISTRY_REFRESH_S=str(args.registry_refresh), **dict(args.set))
         try:
             n_probes = args.probes * len(args.latency_rates + [0])
             probes = [f"{PROBE_PREFIX}{tag.upper()}{k:04d}" for k in range(n_probes)]
@@ -354,11 +366,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sustained = data["cadences"].get("10s", {}).get("sustained_rate", 0.0)
             rates = sorted({*args.latency_rates, *([sustained] if sustained else [])})
             for rate in rates:
-                console.print(f"[bold]latency at {rate:,.0f}/s[/] (10 s cadence, {args.latency_seconds:.0f} s)")
-                phase = bench.run_load("10s", rate, args.latency_seconds, probes=args.probes)
+                console.print(f"[bold]latency at {rate:,.0f}/s[/] ({args.latency_cadence} cadence, {args.latency_seconds:.0f} s)")
+                phase = bench.run_load(args.latency_cadence, rate, args.latency_seconds, probes=args.probes)
                 phase["is_sustained_rate"] = rate == sustained
                 data["latency"][f"{rate:.0f}"] = phase
-                console.print(f"  rows {phase['row_latency_ms']}, alerts {phase.get('alert_latency_ms')}")
+                console.print(f"  rows {phase['row_latency_ms']}, alerts {phase.get('alert_latency_ms')}"
+                              f" = {phase.get('alert_latency_split_ms')}")
         finally:
             if probe is not None:
                 probe.stop()
@@ -385,7 +398,8 @@ def print_tables(data: dict[str, Any]) -> None:
                       "PASS" if s["passed"] else f"FAIL: {s['reason']}")
         console.print(t)
     if data["latency"]:
-        t = Table(title="Latency with background load (10 s cadence); ms, p50 / p99 / max (n)")
+        cadence = data.get("latency_cadence", "10s")
+        t = Table(title=f"Latency with background load ({cadence} cadence); ms, p50 / p99 / max (n)")
         for col in ("rate/s", "sensor → row visible", "sensor → alert on MQTT", "CPU-s per 1k readings, by process"):
             t.add_column(col, justify="left" if col.startswith("CPU") else "right")
         for rate, p in data["latency"].items():
@@ -396,6 +410,13 @@ def print_tables(data: dict[str, Any]) -> None:
                       f"{al['p50']:.0f} / {al['p99']:.0f} / {al['max']:.0f} ({al['n']})" if al["n"] else "none",
                       ", ".join(f"{k} {v:.3f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
         console.print(t)
+
+
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("IOC_"):
+        raise argparse.ArgumentTypeError(f"expected IOC_NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def main() -> None:
@@ -413,6 +434,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None, help="steps per cadence (default 4; --quick 2)")
     ap.add_argument("--cadences", default="10s,10Hz", help="comma-separated: 10s (a reading every 10 s), 10Hz")
     ap.add_argument("--latency-rates", default="500,2000", help="rates for the latency phases (plus the sustained one)")
+    ap.add_argument("--latency-cadence", default="10s", choices=sorted(CADENCES),
+                    help="sensor cadence of the latency phases' background load (default 10s)")
     ap.add_argument("--latency-seconds", type=float, default=None, help="per latency phase (default 30; --quick 6)")
     ap.add_argument("--probes", type=int, default=None, help="alert probes per latency phase (default 20; --quick 3)")
     ap.add_argument("--poll-ms", type=float, default=100.0, help="arrival poll interval (the latency resolution)")
@@ -423,6 +446,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds for the whole search; it stops early when exceeded (default 840; --quick 100)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="where sustained.json goes")
+    ap.add_argument("--set", action="append", default=[], type=_setting, metavar="IOC_NAME=VALUE",
+                    help="a setting for the bench's worker and bridge, to compare configurations (repeatable)")
     args = ap.parse_args()
     q = args.quick
     args.hold = args.hold or (5.0 if q else 60.0)

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     detectors_enabled: bool = Field(
         True, description="worker: run the detectors (false only to measure their cost: no findings, no alerts)"
     )
+    sink_group_max: int = Field(
+        64, ge=1, le=10_000, description="worker: most envelopes written in one transaction (group commit of what"
+        " queued up while the previous one ran; 1 = a transaction per envelope)"
+    )
     detector_checkpoint_s: float = Field(
         2.0, ge=0, le=300, description="worker: how often each partition's detector state is checkpointed to the"
         " changelog (a takeover replays the readings since; 0 = every envelope)"

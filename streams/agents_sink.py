@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections import defaultdict
@@ -15,13 +16,13 @@ from ioc.models import Finding, FindingBatch
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, decode_batch, write_deadletters
 from ioc.storage.offset_ledger import Claim, ClaimResult, Position
-from ioc.storage.readings_sink import write_readings
+from ioc.storage.readings_sink import write_readings, write_readings_group
 from ioc.storage.sensors_store import load_sensor_entries
 from ioc.wire import decode_envelope
 from streams.db_worker import DbWorker
 from streams.detection import DetectorBank, decode_state
 from streams.event_clock import EventClock
-from streams.faust_compat import committed_offsets
+from streams.faust_compat import as_current_event, committed_offsets
 from streams.offset_guard import OffsetGuard
 from streams.pipeline_stats import StageStats, write_stats
 from streams.topics import partition_for
@@ -173,6 +174,51 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     p.app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # Faust passes signal= too
     dl_guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.deadletter, dl_db, stats)
 
+    def record_write(readings: list[Any], at: Position, claim: Claim, committed: datetime) -> None:
+        clock.observe(at.partition, [r.ts for r in readings], committed)
+        if claim is Claim.NEXT:
+            stats.add("readings", len(readings))
+            stats.add("envelopes")
+            for r in readings[:: max(1, len(readings) // 20)]:  # sample: latency of ~20 per envelope
+                stats.latency((committed - r.ts).total_seconds() * 1000.0)
+        else:
+            stats.add("envelopes_redelivered")
+        busy_at[at.partition] = committed.timestamp()
+
+    async def ensure_bank() -> None:
+        if not bank:
+            bank.append(DetectorBank(await db.run(load_sensor_entries, "load sensor registry"), defer_writes=True))
+
+    async def detect_envelope(readings: list[Any], at: Position) -> list[Finding]:
+        """The findings of one stored envelope; a detector bug is logged, never stops storage."""
+        try:
+            if at.partition not in caught_up:
+                await catch_up(at.partition, at.offset)
+            # A redelivery after a crash: sensors whose restored state already holds it are skipped,
+            # and an envelope whose findings were already sent runs silently.
+            findings = detect(unseen(readings, at.offset), at.partition)
+            return [] if at.offset < findings_sent_upto.get(at.partition, -1) else findings
+        except Exception:
+            log.exception("detectors failed on %s[%s]@%s", p.topics.readings, at.partition, at.offset)
+            stats.add("detector_errors")
+            return []
+
+    async def send_findings(findings: list[Finding], at: Position) -> Any:
+        """Send now; the caller awaits the broker's acknowledgement before the envelope is acked or
+        checkpointed. Faust would otherwise attach the send to the next offset commit (up to a second
+        later on the alert path), and a checkpoint could get ahead of findings that never left."""
+        fut = await p.findings.send(value=_enc.encode(FindingBatch(1, findings, at.offset)),
+                                    partition=at.partition, force=True)
+        stats.add("findings", len(findings))
+        return fut
+
+    def safe_checkpoint(partition: int, next_offset: int, now: float) -> None:
+        try:
+            checkpoint(partition, next_offset, now)
+        except Exception:
+            log.exception("detector checkpoint failed on %s[%s]", p.topics.readings, partition)
+            stats.add("detector_errors")
+
     async def apply_envelope(value: bytes, at: Position, jump: bool) -> ClaimResult:
         """Store one envelope (claiming its offset), then run the detectors over it."""
         try:
@@ -184,49 +230,86 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         if result.claim is Claim.AHEAD:
             return ClaimResult(result.claim, result.expected_offset or 0)
         committed = datetime.now(UTC)
-        clock.observe(at.partition, [r.ts for r in readings], committed)
-        if result.claim is Claim.NEXT:
-            stats.add("readings", len(readings))
-            stats.add("rows_in", result.rows_in)
-            stats.add("rows_inserted", result.rows_inserted)
-            stats.add("envelopes")
-            for r in readings[:: max(1, len(readings) // 20)]:  # sample: latency of ~20 per envelope
-                stats.latency((committed - r.ts).total_seconds() * 1000.0)
-        else:
-            stats.add("envelopes_redelivered")
-        if not bank:
-            bank.append(DetectorBank(await db.run(load_sensor_entries, "load sensor registry"), defer_writes=True))
-        busy_at[at.partition] = committed.timestamp()
-        if not settings.detectors_enabled:
-            return ClaimResult(result.claim, result.expected_offset or at.offset)
-        try:
-            if at.partition not in caught_up:
-                await catch_up(at.partition, at.offset)
-            # A redelivery after a crash: sensors whose restored state already holds it are skipped,
-            # and an envelope whose findings were already sent runs silently.
-            findings = detect(unseen(readings, at.offset), at.partition)
-            if at.offset < findings_sent_upto.get(at.partition, -1):
-                findings = []
-            checkpoint(at.partition, at.offset + 1, committed.timestamp())
-        except Exception:  # the readings are stored; a detector bug must not stop storage
-            log.exception("detectors failed on %s[%s]@%s", p.topics.readings, at.partition, at.offset)
-            stats.add("detector_errors")
-            findings = []
-        if findings:
-            # Sent now and acknowledged before the envelope is: Faust would otherwise attach the send
-            # to the event and publish it only at the next offset commit (up to a second later on
-            # the alert path), and a checkpoint could then get ahead of findings that never left.
-            fut = await p.findings.send(value=_enc.encode(FindingBatch(1, findings, at.offset)),
-                                        partition=at.partition, force=True)
-            await fut
-            stats.add("findings", len(findings))
+        record_write(readings, at, result.claim, committed)
+        stats.add("rows_in", result.rows_in)
+        stats.add("rows_inserted", result.rows_inserted)
+        await ensure_bank()
+        if settings.detectors_enabled:
+            findings = await detect_envelope(readings, at)
+            if findings:
+                await (await send_findings(findings, at))
+            safe_checkpoint(at.partition, at.offset + 1, committed.timestamp())
         return ClaimResult(result.claim, result.expected_offset or at.offset)
 
+    async def apply_group(events: list[Any]) -> bool:
+        """Group commit: the envelopes waiting on this worker in one transaction, then the detectors
+        over each in partition order. False (nothing written) unless every envelope decodes and each
+        partition's offsets are the ledger's next ones in a row; the caller then goes one by one."""
+        items: list[tuple[Any, Position, list[Any]]] = []
+        ranges: dict[int, list[int]] = {}
+        for ev in events:
+            at = guard.position(ev)
+            try:
+                items.append((ev, at, decode_envelope(ev.value).readings))
+            except (msgspec.DecodeError, TypeError):
+                return False
+            span = ranges.get(at.partition)
+            if span is None:
+                ranges[at.partition] = [at.offset, at.offset]
+            elif at.offset == span[1] + 1:
+                span[1] = at.offset
+            else:
+                return False
+        result = await db.run(partial(write_readings_group, readings=[r for _, _, rs in items for r in rs],
+                                      stream=guard.stream, ranges=[(k, a, b) for k, (a, b) in ranges.items()]),
+                              "write readings")
+        if result is None:
+            return False
+        committed = datetime.now(UTC)
+        stats.add("rows_in", result.rows_in)
+        stats.add("rows_inserted", result.rows_inserted)
+        stats.add("group_commits")
+        for _, at, rs in items:
+            record_write(rs, at, Claim.NEXT, committed)
+        await ensure_bank()
+        if not settings.detectors_enabled:
+            return True
+        sent = []
+        for _, at, rs in items:
+            findings = await detect_envelope(rs, at)
+            if findings:
+                sent.append(await send_findings(findings, at))
+        for fut in sent:
+            await fut
+        last_event = {at.partition: ev for ev, at, _ in items}
+        for partition, (_first, last) in ranges.items():
+            with as_current_event(last_event[partition]):  # the changelog partition of this checkpoint
+                safe_checkpoint(partition, last + 1, committed.timestamp())
+        return True
+
+    waiting: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue(maxsize=2 * settings.sink_group_max)
+
     async def sink(stream: Any) -> None:
-        stream.enable_acks = False  # we ack by hand, only after the DB commit
+        """Hands events to the group writer; the queue's bound is the back-pressure."""
+        stream.enable_acks = False  # the writer acks by hand, only after the DB commit
         async for event in stream.events():
-            await guard.apply_in_order(event, apply_envelope)
-            await stream.ack(event)
+            await waiting.put((stream, event))
+
+    async def group_writer() -> None:
+        """Takes what has queued up while the previous transaction ran: one envelope at low rates
+        (no added latency), up to ``sink_group_max`` under load (fewer, larger transactions)."""
+        while True:
+            batch = [await waiting.get()]
+            while len(batch) < settings.sink_group_max and not waiting.empty():
+                batch.append(waiting.get_nowait())
+            with guard.in_flight():
+                done = await apply_group([event for _, event in batch])
+            if not done:
+                for _, event in batch:
+                    with as_current_event(event):
+                        await guard.apply_in_order(event, apply_envelope)
+            for stream, event in batch:
+                await stream.ack(event)
 
     async def apply_deadletters(value: bytes, at: Position, jump: bool) -> ClaimResult:
         try:
@@ -297,6 +380,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
             stats.add("findings", 1)
 
     p.app.agent(p.readings, name="sink")(sink)
+    p.app.task(group_writer)
     p.app.timer(settings.registry_refresh_s, name="registry_refresh")(refresh_registry)
     p.app.timer(settings.silence_check_s, name="silence")(silence_timer)
 

@@ -65,3 +65,24 @@ class EnvelopeBatcher(Generic[T, A]):
     @property
     def pending(self) -> int:
         return sum(len(b.items) for b in self._open.values())
+
+
+def send_rounds(ready: list[Batch[T, A]], max_items: int) -> list[list[Batch[T, A]]]:
+    """Rounds of envelopes to send together: one per partition per round, so a partition never has two
+    in flight and stays in order, while all partitions share one produce request. Batches of a
+    partition that queued up behind each other are merged, up to ``max_items``.
+
+    >>> r = send_rounds([Batch(1, [1, 2]), Batch(2, [3]), Batch(1, [4]), Batch(1, [5, 6])], max_items=3)
+    >>> [[(b.partition, b.items) for b in rnd] for rnd in r]
+    [[(1, [1, 2, 4]), (2, [3])], [(1, [5, 6])]]
+    """
+    chains: dict[int, list[Batch[T, A]]] = {}
+    for b in ready:
+        chain = chains.setdefault(b.partition, [])
+        if chain and len(chain[-1].items) + len(b.items) <= max_items:
+            last = chain[-1]
+            chain[-1] = Batch(b.partition, last.items + b.items, last.acks + b.acks, last.started)
+        else:
+            chain.append(b)
+    depth = max((len(c) for c in chains.values()), default=0)
+    return [[c[i] for c in chains.values() if i < len(c)] for i in range(depth)]

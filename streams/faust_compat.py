@@ -21,7 +21,9 @@ of them fails loudly instead of quietly changing delivery guarantees.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import weakref
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _ORIGINAL_ADD_GAP: Any = None
@@ -50,6 +52,10 @@ def check_internals() -> None:
         missing.append("Consumer._drain_messages no longer calls _add_gap")
     if "_committed_offset" not in inspect.getsource(Consumer.ack):
         missing.append("Consumer.ack no longer uses _committed_offset")
+    import faust.streams
+
+    if not hasattr(faust.streams, "_current_event"):
+        missing.append("faust.streams._current_event")
     if missing:
         raise FaustInternalsChanged(f"Faust/aiokafka internals changed: {missing}; see streams/faust_compat.py")
 
@@ -95,3 +101,19 @@ async def commit_lost_range(consumer: Any, tp: Any, offset_from: int, offset_to:
 
 def committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
     return consumer._committed_offset  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def as_current_event(event: Any) -> Iterator[None]:
+    """Let code outside the agent's own iteration write a changelogged table as if handling ``event``.
+
+    Faust sends a table write to the changelog partition of the stream's current event and refuses
+    writes without one; the sink's group writer handles events after the agent has moved on.
+    """
+    from faust.streams import _current_event
+
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)

@@ -14,8 +14,9 @@ the partition jumps, and that loss is logged as an error and counted in ``pipeli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -59,9 +60,15 @@ class OffsetGuard:
 
     async def apply_in_order(self, event: Any, apply: Apply) -> ClaimResult:
         """Apply the event's record; if earlier ones were never applied, apply those first."""
+        with self.in_flight():
+            return await self._apply_in_order(event, apply)
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Records are being applied: the tail check must not seek meanwhile."""
         self._busy += 1
         try:
-            return await self._apply_in_order(event, apply)
+            yield
         finally:
             self._busy -= 1
 

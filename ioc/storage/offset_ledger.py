@@ -10,6 +10,7 @@ something in between was skipped and must be fetched again.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -70,6 +71,24 @@ def claim_offset(cur: psycopg.Cursor, at: Position, *, allow_jump: bool = False)
         (at.offset + 1, at.stream, at.partition),
     )
     return ClaimResult(Claim.NEXT, expected)
+
+
+def claim_ranges(cur: psycopg.Cursor, stream: str, ranges: Sequence[tuple[int, int, int]]) -> bool:  # type: ignore[type-arg]
+    """Claim ``(partition, first, last)`` offset ranges in one statement, inside the writer's transaction.
+
+    True only if every range starts at its partition's next offset (then all advance); otherwise
+    nothing may be written and the caller rolls back and claims record by record, which sorts out
+    redeliveries, gaps and a partition's first record.
+    """
+    if not ranges:
+        return True
+    cur.execute(
+        "UPDATE consumed_offsets c SET next_offset = v.last + 1, updated_at = now()"
+        " FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS v(p, first, last)"
+        " WHERE c.stream = %s AND c.kafka_partition = v.p AND c.next_offset = v.first RETURNING c.kafka_partition",
+        ([r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges], stream),
+    )
+    return len(cur.fetchall()) == len({r[0] for r in ranges})
 
 
 def next_offsets(conn: psycopg.Connection, stream: str) -> dict[int, int]:

@@ -23,7 +23,7 @@ from ioc.storage.deadletters import DeadLetter, write_deadletters
 from ioc.storage.migrate import available_migrations, migrate
 from ioc.storage.offset_ledger import Claim, Position, claim_offset, next_offsets
 from ioc.storage.outbox import claim_due, mark_delivered, mark_failed_attempt
-from ioc.storage.readings_sink import WriteResult, write_readings
+from ioc.storage.readings_sink import WriteResult, write_readings, write_readings_group
 from ioc.wire import Reading
 
 pytestmark = pytest.mark.integration
@@ -372,6 +372,41 @@ def test_readings_are_written_only_for_the_next_offset(db_url: str) -> None:
     assert (again.claim, again.rows_inserted) == (Claim.DONE, 0)
     assert (nxt.claim, nxt.rows_inserted) == (Claim.NEXT, 2)
     assert _rows(db_url, "SELECT count(*) FROM readings") == [(3,)]
+
+
+def test_small_and_large_batches_take_different_paths_to_the_same_rows(db_url: str) -> None:
+    from ioc.storage.readings_sink import ARRAY_ROWS_MAX
+
+    rng = random.Random(7)
+    big = [_weather(f"W{i % 40}", T0 + timedelta(seconds=7 * i), i, rng) for i in range(ARRAY_ROWS_MAX)]  # 3 rows each
+    small = [_water("G1", T0 + timedelta(seconds=13 * i), i, 1.0 + i / 100) for i in range(50)]
+    overlap = big[:100] + [Reading("W1", "weather", T0 + timedelta(seconds=1), 1, {"temperature_c": 3})]  # an int
+    with psycopg.connect(db_url) as conn:
+        first = write_readings(conn, big)  # binary COPY through the stage
+        second = write_readings(conn, small + overlap)  # binary arrays in the statement
+    assert (first.rows_in, first.rows_inserted) == (3 * ARRAY_ROWS_MAX, 3 * ARRAY_ROWS_MAX)
+    assert (second.rows_in, second.rows_inserted) == (50 + 301, 51)
+    _assert_same_rows(_rows(db_url, ROLLUP_1M), _rows(db_url, GROUP_BY_1M), "after both paths")
+
+
+def test_a_group_commit_claims_every_partitions_range_or_writes_nothing(db_url: str) -> None:
+    readings = [Reading("S1", "rain", T0 + timedelta(minutes=i), i, {"rain_mm": float(i)}) for i in range(6)]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # A partition's first record has no ledger row yet: the group declines, one by one claims it.
+        assert write_readings_group(conn, readings[:2], "g:r", [(0, 0, 1)]) is None
+        write_readings(conn, readings[:1], Position("g:r", 0, 0))
+        write_readings(conn, readings[1:2], Position("g:r", 1, 0))
+        # Partition 0 is at 1, partition 1 at 1: both ranges are next, so both advance together.
+        got = write_readings_group(conn, readings[2:5], "g:r", [(0, 1, 2), (1, 1, 1)])
+        assert got is not None and (got.rows_in, got.rows_inserted) == (3, 3)
+        assert next_offsets(conn, "g:r") == {0: 3, 1: 2}
+        # One range redelivered (0 starts at 2, the ledger wants 3): nothing is written, no offset moves.
+        assert write_readings_group(conn, readings[5:], "g:r", [(0, 2, 3), (1, 2, 2)]) is None
+        assert next_offsets(conn, "g:r") == {0: 3, 1: 2}
+        # One range ahead of the ledger (offsets skipped): the same.
+        assert write_readings_group(conn, readings[5:], "g:r", [(1, 4, 4)]) is None
+    assert _rows(db_url, "SELECT count(*) FROM readings") == [(5,)]
+    _assert_same_rows(_rows(db_url, ROLLUP_1M), _rows(db_url, GROUP_BY_1M), "after group commits")
 
 
 def test_peak_severity_survives_de_escalation(db_url: str) -> None:
