@@ -68,14 +68,17 @@ class DetectorBank:
         # the stage then replays what came after the checkpoint when it takes a partition over.
         self.defer_writes = defer_writes
         self.dirty: set[str] = set()
+        self._carried: dict[str, bytes] = {}  # state of detectors rebuilt after a registry change
 
     def update_registry(self, sensors: Mapping[str, SensorEntry]) -> None:
         """A changed entry gets fresh detectors (state kept for the rules it still has); a retired
         sensor, or a gauge whose alarm levels were removed, loses the detectors it no longer has."""
         for sensor_id in set(self._live):
             if sensors.get(sensor_id) != self.sensors.get(sensor_id):
-                self._live.pop(sensor_id, None)
-                self._holds.pop(sensor_id, None)
+                dets = self._live.pop(sensor_id)
+                hold = self._holds.pop(sensor_id, None)
+                if sensor_id in sensors:  # rebuilt from what it saw, not from the last checkpoint
+                    self._carried[sensor_id] = encode_state(dets, hold)
         self.sensors = dict(sensors)
 
     def detectors(self, sensor_id: str, table: Mapping[str, Any]) -> list[Any] | None:
@@ -85,7 +88,8 @@ class DetectorBank:
             if entry is None:
                 return None
             dets = build_detectors(entry)
-            saved = decode_state(table.get(sensor_id))
+            carried = self._carried.pop(sensor_id, None)
+            saved = decode_state(carried if carried is not None else table.get(sensor_id))
             rules = saved.get("rules", {}) if isinstance(saved, dict) and saved.get("state_version") == STATE_VERSION else {}
             for d in dets:
                 if d.rule in rules:
@@ -198,6 +202,7 @@ class DetectorBank:
     def forget(self, sensor_id: str) -> None:
         self._live.pop(sensor_id, None)
         self._holds.pop(sensor_id, None)
+        self._carried.pop(sensor_id, None)
         self.dirty.discard(sensor_id)
 
 

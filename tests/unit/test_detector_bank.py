@@ -61,6 +61,19 @@ def test_registry_changes_take_effect_live() -> None:
     assert bank.process(_rise(10, start=200), table) == []
 
 
+def test_a_registry_change_between_checkpoints_keeps_what_the_detectors_saw_since() -> None:
+    readings = _rise(200)
+    whole = _rules(DetectorBank({GAUGE.sensor_id: GAUGE}).process(readings, {}))
+    bank = DetectorBank({GAUGE.sensor_id: GAUGE}, defer_writes=True)
+    table: dict[str, Any] = {}
+    before = _rules(bank.process(readings[:60], table))
+    bank.flush(list(bank.dirty), table)  # a checkpoint, then 60 more readings not yet checkpointed
+    before += _rules(bank.process(readings[60:120], table))
+    bank.update_registry({GAUGE.sensor_id: SensorEntry(**{**GAUGE.__dict__, "name": "Đồng Trăng (mới)"})})
+    after = _rules(bank.process(readings[120:], table))
+    assert before + after == whole
+
+
 def test_silence_is_raised_by_the_timer_and_survives_a_restart() -> None:
     table: dict[str, Any] = {}
     DetectorBank({GAUGE.sensor_id: GAUGE}).process(_rise(30), table)
