@@ -69,19 +69,26 @@ def _unplanes(raw: bytes, typecode: str, n: int) -> array[Any]:
     return a
 
 
+_ZERO_W = array("f", bytes(4 * _WEEK * 3))
+_ZERO_D = array("f", bytes(4 * _DAY * 3))
+_ZERO_HOT = array("f", bytes(4 * 6))
+_EMPTY_BLOBS: dict[tuple[int, float], str] = {}  # (weekly bins, count cap) -> encoding of an empty profile
+
+
 class _Metric:
     """One metric's profile: ``w`` (168) and ``d`` (24) bins of [mean, mad, n] (float32), and the hot
     record of the bins of hour-of-week ``how``: [w mean, w mad, w n, d mean, d mad, d n]."""
 
-    __slots__ = ("w", "d", "hot", "how", "run", "blob")
+    __slots__ = ("w", "d", "hot", "how", "run", "blob", "empty")
 
     def __init__(self, weekly: bool) -> None:
-        self.w = array("f", bytes(4 * _WEEK * 3 if weekly else 0))
-        self.d = array("f", bytes(4 * _DAY * 3))
-        self.hot = array("f", bytes(4 * 6))
+        self.w = _ZERO_W[:] if weekly else array("f")
+        self.d = _ZERO_D[:]
+        self.hot = _ZERO_HOT[:]
         self.how = -1  # no hot bins yet
         self.run = 0.0  # readings in a row beyond z_on
         self.blob: str | None = None  # the encoded profile, while it is unchanged
+        self.empty = True  # nothing folded in yet: every new sensor shares one encoding
 
     def move_to(self, how: int) -> None:
         """Fold the hot bins back into the profile and take up the bins of ``how``."""
@@ -93,6 +100,7 @@ class _Metric:
                 i = self.how * 3
                 w[i:i + 3] = hot[0:3]
             self.blob = None
+            self.empty = False
         i = (how % _DAY) * 3
         hot[3:6] = d[i:i + 3]
         if w:
@@ -102,12 +110,21 @@ class _Metric:
 
     def encode(self, cap: float) -> str:
         """The profile (hot bins excluded) as text: means and MADs float32, counts uint16 (capped)."""
+        if self.blob is None and self.empty:
+            key = (len(self.w), cap)
+            blob = _EMPTY_BLOBS.get(key)
+            if blob is None:
+                blob = _EMPTY_BLOBS[key] = _Metric(bool(self.w)).encode_profile(cap)
+            self.blob = blob
         if self.blob is None:
-            prof = self.w + self.d
-            counts = array("H", (int(min(n, cap)) for n in prof[2::3]))
-            payload = _planes(array("f", prof[0::3]) + array("f", prof[1::3])) + _planes(counts)
-            self.blob = base64.b64encode(zlib.compress(payload, 6)).decode("ascii")
+            self.blob = self.encode_profile(cap)
         return self.blob
+
+    def encode_profile(self, cap: float) -> str:
+        prof = self.w + self.d
+        counts = array("H", (int(min(n, cap)) for n in prof[2::3]))
+        payload = _planes(array("f", prof[0::3]) + array("f", prof[1::3])) + _planes(counts)
+        return base64.b64encode(zlib.compress(payload, 6)).decode("ascii")
 
     def decode(self, blob: str) -> None:
         n = (len(self.w) + len(self.d)) // 3
@@ -122,6 +139,7 @@ class _Metric:
         nw = len(self.w)
         self.w, self.d = prof[:nw], prof[nw:]
         self.blob = blob
+        self.empty = False
 
 
 class SeasonalBaselineDetector:

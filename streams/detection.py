@@ -89,7 +89,9 @@ class DetectorBank:
                 return None
             dets = build_detectors(entry)
             carried = self._carried.pop(sensor_id, None)
-            saved = decode_state(carried if carried is not None else table.get(sensor_id))
+            if carried is None and sensor_id in table:  # `in` first: a Faust table's miss raises inside get()
+                carried = table.get(sensor_id)
+            saved = decode_state(carried)
             rules = saved.get("rules", {}) if isinstance(saved, dict) and saved.get("state_version") == STATE_VERSION else {}
             for d in dets:
                 if d.rule in rules:

@@ -86,6 +86,21 @@ def test_seasonal_profile_changes_once_an_hour_not_per_reading() -> None:
     assert json.dumps(_roundtrip(det)["hot"]) != hot[0]
 
 
+def test_a_new_sensors_shared_empty_profile_encodes_exactly_as_its_own_would() -> None:
+    from detectors.seasonal import _Metric
+
+    for weekly in (True, False):
+        for cap in (50.0, 1000.0):
+            shared, own = _Metric(weekly), _Metric(weekly)
+            own.empty = False  # forces the sensor's own encoding
+            assert shared.encode(cap) == own.encode(cap)
+    det = _seasonal()
+    first = _roundtrip(det)
+    for i in range(13):  # past the first hour: the folded profile is this sensor's own again
+        det.update(Reading("TRF", "traffic", T0 + timedelta(minutes=5 * i), i, _traffic(i)))
+    assert _roundtrip(det)["profile"] != first["profile"]
+
+
 def test_seasonal_state_stays_small_after_weeks() -> None:
     """Two weeks of 5-minute data on three metrics: every bin filled. Was ~9.5 kB (raw float32 base64)."""
     det = _seasonal()
