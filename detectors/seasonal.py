@@ -110,12 +110,11 @@ class _Metric:
 
     def encode(self, cap: float) -> str:
         """The profile (hot bins excluded) as text: means and MADs float32, counts uint16 (capped)."""
-        if self.blob is None and self.empty:
+        if self.blob is None and self.empty:  # all zeros: the same for every new sensor
             key = (len(self.w), cap)
-            blob = _EMPTY_BLOBS.get(key)
-            if blob is None:
-                blob = _EMPTY_BLOBS[key] = _Metric(bool(self.w)).encode_profile(cap)
-            self.blob = blob
+            if key not in _EMPTY_BLOBS:
+                _EMPTY_BLOBS[key] = self.encode_profile(cap)
+            self.blob = _EMPTY_BLOBS[key]
         if self.blob is None:
             self.blob = self.encode_profile(cap)
         return self.blob

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections import defaultdict
@@ -233,13 +234,29 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         record_write(readings, at, result.claim, committed)
         stats.add("rows_in", result.rows_in)
         stats.add("rows_inserted", result.rows_inserted)
-        await ensure_bank()
-        if settings.detectors_enabled:
-            findings = await detect_envelope(readings, at)
-            if findings:
-                await (await send_findings(findings, at))
-            safe_checkpoint(at.partition, at.offset + 1, committed.timestamp())
+        await run_detectors([(at, readings, None)], committed)  # under the caller's current event
         return ClaimResult(result.claim, result.expected_offset or at.offset)
+
+    async def run_detectors(items: list[tuple[Position, list[Any], Any]], committed: datetime) -> None:
+        """The detectors over stored envelopes in partition order; their findings are acknowledged by
+        Kafka before any partition is checkpointed (and before the caller acks the envelopes).
+
+        Each item may carry the event whose changelog partition the checkpoint goes to; None keeps
+        the current one."""
+        await ensure_bank()
+        if not settings.detectors_enabled:
+            return
+        sent = []
+        for at, rs, _ in items:
+            findings = await detect_envelope(rs, at)
+            if findings:
+                sent.append(await send_findings(findings, at))
+        for fut in sent:
+            await fut
+        last = {at.partition: (at.offset, ev) for at, _, ev in items}
+        for partition, (offset, ev) in last.items():
+            with as_current_event(ev) if ev is not None else contextlib.nullcontext():
+                safe_checkpoint(partition, offset + 1, committed.timestamp())
 
     async def apply_group(events: list[Any]) -> bool:
         """Group commit: the envelopes waiting on this worker in one transaction, then the detectors
@@ -271,20 +288,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         stats.add("group_commits")
         for _, at, rs in items:
             record_write(rs, at, Claim.NEXT, committed)
-        await ensure_bank()
-        if not settings.detectors_enabled:
-            return True
-        sent = []
-        for _, at, rs in items:
-            findings = await detect_envelope(rs, at)
-            if findings:
-                sent.append(await send_findings(findings, at))
-        for fut in sent:
-            await fut
-        last_event = {at.partition: ev for ev, at, _ in items}
-        for partition, (_first, last) in ranges.items():
-            with as_current_event(last_event[partition]):  # the changelog partition of this checkpoint
-                safe_checkpoint(partition, last + 1, committed.timestamp())
+        await run_detectors([(at, rs, ev) for ev, at, rs in items], committed)
         return True
 
     waiting: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue(maxsize=2 * settings.sink_group_max)

@@ -88,10 +88,10 @@ class DetectorBank:
             if entry is None:
                 return None
             dets = build_detectors(entry)
-            carried = self._carried.pop(sensor_id, None)
-            if carried is None and sensor_id in table:  # `in` first: a Faust table's miss raises inside get()
-                carried = table.get(sensor_id)
-            saved = decode_state(carried)
+            raw = self._carried.pop(sensor_id, None)
+            if raw is None and sensor_id in table:  # `in` first: a Faust table's miss raises inside get()
+                raw = table.get(sensor_id)
+            saved = decode_state(raw)
             rules = saved.get("rules", {}) if isinstance(saved, dict) and saved.get("state_version") == STATE_VERSION else {}
             for d in dets:
                 if d.rule in rules:
