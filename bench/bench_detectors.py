@@ -46,8 +46,8 @@ import msgspec
 
 import detectors
 from detectors.sensor_set import update_all
+from ioc.composition.scoring import ENVELOPE_READINGS, sensor_entries
 from ioc.models import Reading
-from ioc.scoring import ENVELOPE_READINGS, sensor_entries
 from ioc.storage.sensors_store import SensorEntry
 from sensors_sim.encode import message_order
 from sensors_sim.engine import Simulation, simulate

@@ -325,7 +325,7 @@ class Children:
     def start(self, name: str, *args: str) -> None:
         with open(self.logdir / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "ioc.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "ioc.composition.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
 

@@ -15,7 +15,7 @@ from ioc.stack.process import log_tail, stop_pid
 
 @dataclass
 class ChildProcesses:
-    """Named ``python -m ioc.cli …`` children, each logging to ``<logdir>/<name>.log``."""
+    """Named ``python -m ioc.composition.cli …`` children, each logging to ``<logdir>/<name>.log``."""
 
     env: dict[str, str]
     logdir: Path
@@ -25,7 +25,7 @@ class ChildProcesses:
         self.logdir.mkdir(parents=True, exist_ok=True)
         with open(self.logdir / f"{name}.log", "ab") as log:
             p = subprocess.Popen(
-                [sys.executable, "-m", "ioc.cli", *args],
+                [sys.executable, "-m", "ioc.composition.cli", *args],
                 env={**self.env, **(extra_env or {})},
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )

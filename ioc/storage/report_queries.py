@@ -1,7 +1,7 @@
 """Read-only queries behind ``ioc report``: one event window of readings, alerts and their transitions.
 
 Everything here runs in a read-only transaction, takes the window as parameters and returns
-plain frozen dataclasses, so the renderer in ``ioc/report`` never sees a cursor or SQL. Series
+plain frozen dataclasses, so the renderer in ``ioc/composition/report`` never sees a cursor or SQL. Series
 are bucketed on the server (``date_bin``), so a month-long window still returns a few thousand
 points per sensor.
 """

@@ -10,7 +10,7 @@ restart loses nothing on the publisher's side, and checks at the end:
   ``readings_1m`` equals a GROUP BY over ``readings`` (a roll-up applied twice shows here, the
   unique key on ``readings`` hides nothing else);
 - findings: the findings topic, shifted back to scenario time, agrees with the in-process run
-  (:func:`ioc.score_e2e.compare`, after the alert rules' severity mapping and inhibition);
+  (:func:`ioc.composition.score_e2e.compare`, after the alert rules' severity mapping and inhibition);
 - alerts: the alerts equal those of a fault-free reference run (every transition of a per-sensor
   alert; peak and members of a grouped incident), and no transition is recorded twice in
   ``alert_events``;
@@ -38,13 +38,13 @@ from typing import Any
 import msgspec
 import psycopg
 
+from ioc.composition.score_e2e import Agreement, compare
+from ioc.composition.score_e2e import read_findings as read_topic
+from ioc.composition.scoring import counted, run_detectors
 from ioc.domain import SEVERITIES
 from ioc.models import Finding
 from ioc.mqtt_client import connect as mqtt_connect
 from ioc.mqtt_client import make_client
-from ioc.score_e2e import Agreement, compare
-from ioc.score_e2e import read_findings as read_topic
-from ioc.scoring import counted, run_detectors
 from ioc.stack.process import pid_alive
 from ioc.stack.stack import StackState
 from ioc.storage.db import connect as db_connect

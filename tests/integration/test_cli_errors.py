@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def _ioc(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ioc.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ioc.composition.cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

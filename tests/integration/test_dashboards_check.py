@@ -25,7 +25,7 @@ from dashboards import air_noise, health
 from dashboards.check import CheckResult, check_dashboards, panel_queries, variable_queries
 from dashboards.main import render
 from detectors.vn_aqi import hourly_aqi, nowcast
-from ioc.seed import seed_registry
+from ioc.composition.seed import seed_registry
 from ioc.stack.services import remove_tree, start_postgres, stop_postgres, timescaledb_installed
 from ioc.stack.stack import StackState
 from ioc.storage.db import create_database
@@ -195,7 +195,7 @@ def test_the_grafana_role_reads_every_panel_and_writes_nothing(populated: str, c
     from click.testing import CliRunner
     from psycopg import sql
 
-    from ioc.cli import cli
+    from ioc.composition.cli import cli
     from ioc.storage.db import database_url_for
 
     role, password = f"grafana_t{uuid.uuid4().hex[:8]}", "reader-" + uuid.uuid4().hex

@@ -16,7 +16,7 @@ from grafana_client import GrafanaApi, TokenAuth
 from dashboards.common import DATASOURCE_NAME, DATASOURCE_UID, FOLDER_UID
 from dashboards.main import datasource_json, render
 from dashboards.push import GrafanaPushError, push
-from ioc.cli import cli
+from ioc.composition.cli import cli
 from tests.grafana_double import GrafanaDouble
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from ioc.deadletter_replay import replay_deadletters
+from ioc.composition.deadletter_replay import replay_deadletters
 from ioc.mqtt_client import connect, make_client
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, list_deadletters, write_deadletters

@@ -19,7 +19,7 @@ def test_demo_accounts_for_every_reading_and_leaves_nothing_behind(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     env["IOC_DATA_DIR"] = str(tmp_path / "ioc")
     seen: list[int] = []
-    proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "demo", "--duration", "15"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ioc.composition.cli", "demo", "--duration", "15"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state = tmp_path / "ioc" / "stack" / "state.json"
     out_lines = []

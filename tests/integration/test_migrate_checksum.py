@@ -53,7 +53,7 @@ def test_an_edited_migration_file_is_refused_and_the_original_passes(pg_url: str
 def test_ioc_db_migrate_exits_2_with_the_message(stack, db_url: str) -> None:  # type: ignore[no-untyped-def]
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE schema_migrations SET checksum = 'feedfacefeedface' WHERE version = '004'")
-    res = subprocess.run([sys.executable, "-m", "ioc.cli", "db", "migrate", "--no-seed"],
+    res = subprocess.run([sys.executable, "-m", "ioc.composition.cli", "db", "migrate", "--no-seed"],
                          env=stack_env(stack, IOC_DATABASE_URL=db_url), capture_output=True, text=True, timeout=60)
     assert res.returncode == 2, res.stdout + res.stderr
     err = " ".join(res.stderr.split())  # rich wraps long lines

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def _ioc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ioc.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "ioc.composition.cli", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_deadletters_of_an_unknown_sensor_are_stored_after_registration_and_replay(pipeline: dict[str, str]) -> None:

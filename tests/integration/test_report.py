@@ -24,10 +24,10 @@ import psycopg
 import pytest
 
 from ioc.alerting.rules import load_rules
+from ioc.composition.report.i18n import duration
+from ioc.composition.scoring import run_detectors
+from ioc.composition.seed import seed_registry
 from ioc.errors import PayloadRejected
-from ioc.report.i18n import duration
-from ioc.scoring import run_detectors
-from ioc.seed import seed_registry
 from ioc.storage.alerts_store import Delivery, acknowledge, apply_finding
 from ioc.storage.db import create_database
 from ioc.storage.readings_sink import write_readings
@@ -93,7 +93,7 @@ def open_in_chromium(report: Path, workdir: Path) -> dict[str, Any]:
 def run_report(db: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     env.update(IOC_DATABASE_URL=db, IOC_STACK_ENV=str(out / "no-stack-env"))
-    return subprocess.run([sys.executable, "-m", "ioc.cli", "report", "--out", str(out), *args],
+    return subprocess.run([sys.executable, "-m", "ioc.composition.cli", "report", "--out", str(out), *args],
                           env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_e2e_replay_agrees_with_in_process_and_groups_the_flood_per_river(stack: Any, tmp_path: Path) -> None:
     env = stack_env(stack, IOC_DATA_DIR=str(tmp_path))
-    res = subprocess.run([sys.executable, "-m", "ioc.cli", "score", "--e2e", "--scenario", "demo", "--seconds", "30",
+    res = subprocess.run([sys.executable, "-m", "ioc.composition.cli", "score", "--e2e", "--scenario", "demo", "--seconds", "30",
                           "--json"], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
     (out,) = json.loads(res.stdout)
@@ -47,7 +47,7 @@ def test_a_worker_sigkilled_mid_flood_misses_no_finding_and_duplicates_none(stac
     import signal
     import time
 
-    from ioc.score_e2e import run_e2e
+    from ioc.composition.score_e2e import run_e2e
     from ioc.stack.children import ChildProcesses
 
     for k, v in stack_env(stack, IOC_DATA_DIR=str(tmp_path)).items():

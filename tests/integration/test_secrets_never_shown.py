@@ -33,7 +33,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ioc.cli import cli
+from ioc.composition.cli import cli
 from ioc.stack.process import free_port
 from ioc.storage.migrate import migrate
 from tests.conftest import stack_env
@@ -114,7 +114,7 @@ def _run(scenario: str, name: str, argv: list[str], env: dict[str, str], tmp: Pa
     env = {**env, "IOC_DATA_DIR": str(data / "ioc"), "IOC_STACK_ENV": str(data / "no-stack-env"),
            "COLUMNS": "400", "PYTHONUNBUFFERED": "1"}
     with open(data / "stdout", "wb") as out, open(data / "stderr", "wb") as err:
-        p = subprocess.Popen([sys.executable, "-m", "ioc.cli", "--log-level", "DEBUG", *argv], env=env, cwd=data,
+        p = subprocess.Popen([sys.executable, "-m", "ioc.composition.cli", "--log-level", "DEBUG", *argv], env=env, cwd=data,
                              stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             p.wait(RUN_S)

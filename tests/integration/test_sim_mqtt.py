@@ -72,7 +72,7 @@ def test_replay_keeps_spacing_within_5_percent_at_x10(mqtt_url: str, tmp_path: P
         assert len(_collect(rec, 1, timeout=10)) == 1
         # The replay runs as engineers run it, in its own process: in this one, the publisher's and
         # the recorder's threads would share one GIL, whose 5 ms switch interval is the tolerance itself.
-        subprocess.run([sys.executable, "-m", "ioc.cli", "replay", str(path), "--speed", "10", "--mqtt-url", mqtt_url],
+        subprocess.run([sys.executable, "-m", "ioc.composition.cli", "replay", str(path), "--speed", "10", "--mqtt-url", mqtt_url],
                        check=True, capture_output=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
         got = _collect(rec, len(t))
     finally:

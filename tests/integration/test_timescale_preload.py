@@ -127,7 +127,7 @@ def test_ioc_db_migrate_on_that_server_succeeds_on_the_plain_path(url: str) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     env.update(IOC_DATABASE_URL=url, IOC_STACK_ENV=os.devnull)
     res = subprocess.run(
-        [sys.executable, "-m", "ioc.cli", "db", "migrate", "--no-seed"],
+        [sys.executable, "-m", "ioc.composition.cli", "db", "migrate", "--no-seed"],
         env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
     )
     assert res.returncode == 0, res.stderr

@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ioc.composition.seed import seed_registry
 from ioc.domain import KIND_METRICS
-from ioc.seed import seed_registry
 from ioc.stack.stack import StackState
 from ioc.wire import encode_payload
 from tests.conftest import fresh_db

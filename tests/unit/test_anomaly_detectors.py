@@ -29,7 +29,7 @@ from ioc.anomaly_model import (
     save_model,
     train,
 )
-from ioc.cli import cli
+from ioc.composition.cli import cli
 from ioc.models import Reading
 from ioc.wire import encode_payload
 from tests.unit.detector_cases_anomaly import T0, _traffic_rows, traffic_model

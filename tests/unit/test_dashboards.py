@@ -30,7 +30,7 @@ from dashboards.macros import MacroContext, Variable, expand, variable_names
 from dashboards.main import DASHBOARDS, HOME_UID, provisioning_files, render, write
 from detectors.noise import QCVN26_2010_LIMITS
 from detectors.vn_aqi import CATEGORIES
-from ioc.cli import cli
+from ioc.composition.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "dashboards"

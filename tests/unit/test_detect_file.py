@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from detectors.univariate import METHODS, UnivariateAnomalyScorer
-from ioc.cli import cli
-from ioc.cli_detect import DetectInputError, detect_file, parse_timestamp, parse_value
+from ioc.composition.cli import cli
+from ioc.composition.cli_detect import DetectInputError, detect_file, parse_timestamp, parse_value
 
 SPIKE, SHIFT, PERIOD = 900, 1300, 96
 
@@ -219,7 +219,7 @@ def test_cli_help_lists_the_detectors() -> None:
 def test_cli_bad_row_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     src.write_text("timestamp,value\n2024-03-01 00:00:00,1\n2024-03-01 00:15:00,oops\n")
-    res = subprocess.run([sys.executable, "-m", "ioc.cli", "detect-file", str(src), "--out", str(tmp_path / "o.csv")],
+    res = subprocess.run([sys.executable, "-m", "ioc.composition.cli", "detect-file", str(src), "--out", str(tmp_path / "o.csv")],
                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert res.returncode == 2, res.stderr
     assert "in.csv:3: cannot read value 'oops'" in " ".join(res.stderr.split())

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 from detectors.vn_aqi import VnAqiDetector
+from ioc.composition.report.aqi import aqi_series
+from ioc.composition.report.build import ReportLabel, render_report
 from ioc.models import Reading
-from ioc.report.aqi import aqi_series
-from ioc.report.build import ReportLabel, render_report
 from ioc.storage.report_queries import AlertEvent, AlertRow, Point, ReportData, SensorRow
 
 T0 = datetime(2025, 12, 4, tzinfo=UTC)

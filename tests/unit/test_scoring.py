@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ioc.cli import cli
-from ioc.models import Finding
-from ioc.scoring import (
+from ioc.composition.cli import cli
+from ioc.composition.scoring import (
     SPEC,
     Alert,
     KindScore,
@@ -36,6 +35,7 @@ from ioc.scoring import (
     scenario_names,
     targets_of,
 )
+from ioc.models import Finding
 
 T0 = datetime(2025, 11, 16, tzinfo=UTC)
 E0 = T0.timestamp()

@@ -30,9 +30,9 @@ from typing import Any
 
 import msgspec
 
+from ioc.composition.scoring import TIMER_S, Run, counted, run_detectors, sensor_entries
 from ioc.errors import StackError
 from ioc.models import Finding, FindingBatch
-from ioc.scoring import TIMER_S, Run, counted, run_detectors, sensor_entries
 from ioc.settings import load_settings
 from ioc.stack.children import ChildProcesses
 from ioc.stack.stack import running_stack
@@ -186,7 +186,7 @@ def run_e2e(name: str, *, seconds: float = 120.0, seed: int | None = None,
             if fault is not None:
                 fault.join()
             say(f"{name}: {pub.published} published; waiting for the pipeline to drain")
-            from ioc.demo import db_counts
+            from ioc.composition.demo import db_counts
 
             def drained() -> bool:
                 procs.check()

@@ -13,12 +13,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ioc.cli_alerts import alerts as alerts_group
-from ioc.cli_dashboards import dashboards_group
-from ioc.cli_detect import detect_file_cmd
-from ioc.cli_report import report_cmd
-from ioc.cli_score import score_cmd
-from ioc.cli_train import train as train_cmd
+from ioc.composition.cli_alerts import alerts as alerts_group
+from ioc.composition.cli_dashboards import dashboards_group
+from ioc.composition.cli_detect import detect_file_cmd
+from ioc.composition.cli_report import report_cmd
+from ioc.composition.cli_score import score_cmd
+from ioc.composition.cli_train import train as train_cmd
 from ioc.errors import IocError
 from ioc.logging_setup import setup_logging
 from ioc.settings import Settings, load_settings
@@ -108,7 +108,7 @@ def db_migrate(seed: bool) -> None:
                   require_timescale=s.require_timescale)
     console.print(f"backend {res.backend}; applied {res.applied or 'nothing (up to date)'}")
     if seed:
-        from ioc.seed import seed_registry
+        from ioc.composition.seed import seed_registry
 
         console.print(f"registry: {seed_registry(s.database_url)} sensors")
 
@@ -138,7 +138,7 @@ def worker() -> None:
 @option("--scenario", default="demo", show_default=True, help="Scenario to publish (see `ioc scenarios`).")
 def demo(duration: float, scenario: str) -> None:
     """Stack up, migrate, run worker + bridge + simulator, show progress, print a summary."""
-    from ioc.demo import run_demo
+    from ioc.composition.demo import run_demo
 
     sys.exit(run_demo(duration, scenario, console))
 
@@ -178,7 +178,7 @@ def deadletters_list(reason: str | None, limit: int, include_replayed: bool) -> 
 @option("--limit", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True, help="Max letters.")
 def deadletters_replay(reason: str | None, limit: int) -> None:
     """Publish pending MQTT dead letters again to their original topic (after a fix)."""
-    from ioc.deadletter_replay import replay_deadletters
+    from ioc.composition.deadletter_replay import replay_deadletters
 
     s = _settings()
     n = replay_deadletters(s, reason=reason, limit=limit)

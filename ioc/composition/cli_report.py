@@ -1,7 +1,7 @@
 """``ioc report``: an incident report of one event window as a self-contained HTML page.
 
 Thin on purpose: parse options, resolve the window (a scenario's range by default), load the
-data through ``ioc.storage.report_queries`` and hand it to ``ioc.report``.
+data through ``ioc.storage.report_queries`` and hand it to ``ioc.composition.report``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, cast
 import click
 from rich.console import Console
 
-from ioc.report.i18n import LANGS, Lang
-from ioc.report.times import parse_time, resolve_window, show
+from ioc.composition.report.i18n import LANGS, Lang
+from ioc.composition.report.times import parse_time, resolve_window, show
 from ioc.settings import load_settings
 from sensors_sim.registry import load_registry
 from sensors_sim.scenario import load as load_scenario
 
 if TYPE_CHECKING:
-    from ioc.report.build import ReportLabel
+    from ioc.composition.report.build import ReportLabel
 
 log = logging.getLogger(__name__)
 option = functools.partial(click.option, show_envvar=True)
@@ -30,7 +30,7 @@ option = functools.partial(click.option, show_envvar=True)
 
 def _scenario(name: str) -> tuple[ReportLabel, datetime, datetime]:
     """The scenario's name, description and time range (ScenarioError, an IocError, when unknown)."""
-    from ioc.report.build import ReportLabel
+    from ioc.composition.report.build import ReportLabel
 
     sc = load_scenario(name, load_registry())
     return ReportLabel(sc.name, sc.description), sc.start.astimezone(UTC), sc.end.astimezone(UTC)
@@ -51,8 +51,8 @@ def _scenario(name: str) -> tuple[ReportLabel, datetime, datetime]:
 def report_cmd(from_: str | None, to: str | None, scenario: str | None, lang: str, out_dir: Path) -> None:
     """Write an incident report: gauges with BĐ lines and alert marks, rain, VN_AQI, alerts and sensor faults."""
     # matplotlib and the queries load only when a report is made, not on every `ioc` command
-    from ioc.report.aqi import AQI_METRICS
-    from ioc.report.build import buckets_for, write_report
+    from ioc.composition.report.aqi import AQI_METRICS
+    from ioc.composition.report.build import buckets_for, write_report
     from ioc.storage.report_queries import load_report_data
 
     start = parse_time(from_, option="--from") if from_ else None

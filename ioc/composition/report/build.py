@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from ioc.composition.report.aqi import aqi_series
+from ioc.composition.report.charts import BD_STYLE, aqi_png, gauge_png, marks_for, rain_png
+from ioc.composition.report.html import Chart, Page, render_page
+from ioc.composition.report.i18n import Lang, number, t, when
 from ioc.domain import SEVERITIES
-from ioc.report.aqi import aqi_series
-from ioc.report.charts import BD_STYLE, aqi_png, gauge_png, marks_for, rain_png
-from ioc.report.html import Chart, Page, render_page
-from ioc.report.i18n import Lang, number, t, when
 from ioc.storage.report_queries import AlertRow, Point, ReportData, SensorRow
 
 #: Charts per section; beyond these a page gets too long to print, and the tables still list everything.

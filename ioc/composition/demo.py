@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
 
 from rich.console import Console
 from rich.live import Live
@@ -18,6 +17,9 @@ from ioc.stack.stack import running_stack
 from ioc.storage.alerts_store import list_alerts
 from ioc.storage.db import connect, create_database
 from ioc.storage.migrate import migrate
+from ioc.storage.pipeline_counts import PipelineCounts as Counts
+from ioc.storage.pipeline_counts import has_schema, pipeline_counts
+from sensors_sim.api import publish_scenario
 
 
 def recent_alerts(url: str, limit: int = 12) -> list[tuple[str, ...]]:
@@ -29,39 +31,17 @@ def recent_alerts(url: str, limit: int = 12) -> list[tuple[str, ...]]:
              a.opened_at.isoformat(timespec="minutes"), a.message) for a in rows[:limit]]
 
 
-@dataclass
-class Counts:
-    stored: int = 0
-    rows: int = 0
-    deadlettered: int = 0
-    open_alerts: int = 0
-    alerts_total: int = 0
-
-    def __sub__(self, other: Counts) -> Counts:
-        """This run's share, when the demo shares a database with earlier runs."""
-        return Counts(self.stored - other.stored, self.rows - other.rows, self.deadlettered - other.deadlettered,
-                      self.open_alerts - other.open_alerts, self.alerts_total - other.alerts_total)
-
-
 def _has_schema(url: str) -> bool:
     with connect(url, autocommit=True) as conn:
-        return conn.execute("SELECT to_regclass('readings') IS NOT NULL").fetchone() == (True,)
+        return has_schema(conn)
 
 
 def db_counts(url: str) -> Counts:
     with connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM (SELECT DISTINCT sensor_id, ts FROM readings) d),"
-            " (SELECT count(*) FROM readings), (SELECT count(*) FROM deadletters),"
-            " (SELECT count(*) FROM alerts WHERE state <> 'resolved'), (SELECT count(*) FROM alerts)"
-        ).fetchone()
-    assert row is not None
-    return Counts(*[int(x) for x in row])
+        return pipeline_counts(conn)
 
 
 def run_demo(duration_s: float, scenario: str, console: Console) -> int:
-    from sensors_sim.api import publish_scenario
-
     settings = load_settings()
     base = settings.data_dir / "stack"
     t0 = time.monotonic()
@@ -81,7 +61,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
         before = db_counts(settings.database_url) if _has_schema(settings.database_url) else Counts()
         res = migrate(settings.database_url, retention_days=settings.retention_days,
                       compress_after_days=settings.compress_after_days, require_timescale=settings.require_timescale)
-        from ioc.seed import seed_registry
+        from ioc.composition.seed import seed_registry
 
         n_sensors = seed_registry(settings.database_url)
         console.print(f"[bold]stack up[/] in {time.monotonic() - t0:.1f} s · storage backend: {res.backend} · "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final, Literal
 
-from ioc.report.times import ICT
+from ioc.composition.report.times import ICT
 
 Lang = Literal["vi", "en"]
 LANGS: Final[tuple[str, ...]] = ("vi", "en")

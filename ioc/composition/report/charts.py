@@ -21,9 +21,9 @@ from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
 from detectors.vn_aqi import CATEGORIES
-from ioc.report.aqi import AqiPoint
-from ioc.report.i18n import Lang, number, t
-from ioc.report.times import ICT
+from ioc.composition.report.aqi import AqiPoint
+from ioc.composition.report.i18n import Lang, number, t
+from ioc.composition.report.times import ICT
 from ioc.storage.report_queries import AlertEvent, AlertRow, Point, SensorRow
 
 SEVERITY_COLOURS: Final = {"info": "#d4a017", "warning": "#ff7e00", "critical": "#d62728"}

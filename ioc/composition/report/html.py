@@ -13,7 +13,7 @@ from datetime import datetime
 from html import escape
 from typing import Final
 
-from ioc.report.i18n import Lang, duration, label, number, t, when
+from ioc.composition.report.i18n import Lang, duration, label, number, t, when
 from ioc.storage.report_queries import AlertRow, SensorRow
 
 _CSS: Final = """

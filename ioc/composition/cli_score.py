@@ -1,4 +1,4 @@
-"""``ioc score``: the detectors against labelled scenarios, in-process (see :mod:`ioc.scoring`)."""
+"""``ioc score``: the detectors against labelled scenarios, in-process (see :mod:`ioc.composition.scoring`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ioc.scoring import (
+from ioc.composition.scoring import (
     KINDS,
     SPEC,
     Crossing,
@@ -178,8 +178,8 @@ def score_cmd(scenario: str, as_json: bool, plot_dir: Path | None, seed: int | N
 
 def _score_e2e(names: list[str], seed: int | None, seconds: float, as_json: bool, err: Console,
                out: Console) -> None:
-    from ioc.score_e2e import count_events, incident_lines, run_e2e
-    from ioc.scoring import score_run
+    from ioc.composition.score_e2e import count_events, incident_lines, run_e2e
+    from ioc.composition.scoring import score_run
 
     results = []
     disagree = False

@@ -33,7 +33,7 @@ def parse_time(text: str, *, option: str = "time") -> datetime:
     >>> parse_time("yesterday", option="--from")
     Traceback (most recent call last):
     ...
-    ioc.report.times.ReportTimeError: --from: cannot read 'yesterday' as a time; use ISO 8601 such as 2025-12-04T07:00+07:00 (no offset means Vietnam time, UTC+7)
+    ioc.composition.report.times.ReportTimeError: --from: cannot read 'yesterday' as a time; use ISO 8601 such as 2025-12-04T07:00+07:00 (no offset means Vietnam time, UTC+7)
     """
     raw = text.strip()
     try:
@@ -64,7 +64,7 @@ def resolve_window(
     >>> resolve_window(t, t)
     Traceback (most recent call last):
     ...
-    ioc.report.times.ReportTimeError: --from (2025-12-04 07:00 ICT) must be before --to (2025-12-04 07:00 ICT)
+    ioc.composition.report.times.ReportTimeError: --from (2025-12-04 07:00 ICT) must be before --to (2025-12-04 07:00 ICT)
     """
     if start is None and end is not None and default_span is not None:
         start = end - default_span
