@@ -1,7 +1,9 @@
 """The MQTT→Kafka bridge: validate at the edge, micro-batch per partition, ack MQTT after Kafka.
 
-Threads: paho runs its network loop in our own thread (with our own reconnect loop and
-jittered backoff); everything else runs on one asyncio loop. A QoS 1 message is PUBACKed only
+The parts live in their own modules: the paho loop in :mod:`streams.mqtt_loop`, the per-sensor
+rate limit in :mod:`streams.sensor_rate_limit`, envelope batching in :mod:`streams.envelope_batcher`,
+topic creation in :mod:`streams.kafka_admin`; this one composes them. Threads: paho runs its network
+loop in its own thread; everything else runs on one asyncio loop. A QoS 1 message is PUBACKed only
 after the envelope that carries it (or its dead letter) has been acked by Kafka, so a bridge
 that dies loses nothing: the broker redelivers to the persistent session.
 """
@@ -11,55 +13,29 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import queue
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
-import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.reasoncodes import ReasonCode
 
 from ioc.errors import IocError, PayloadRejected
-from ioc.mqtt_client import connect, make_client
 from ioc.retry import Backoff
-from ioc.settings import Settings, mask_url
+from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, encode_batch
 from ioc.wire import Reading, SensorInfo, ValidationPolicy, encode_envelope, parse_topic, validate
 from streams.envelope_batcher import Batch, EnvelopeBatcher, send_rounds
 from streams.kafka_admin import ensure_topics
+from streams.mqtt_loop import AckToken, CredentialsRefused, MqttLoop
 from streams.pipeline_stats import StageStats
+from streams.sensor_rate_limit import RATE_WINDOW_MAX, RATE_WINDOW_S, ExcessAggregator, SensorRateLimiter
 from streams.topics import TopicNames, bootstrap_servers, partition_for
 
 log = logging.getLogger(__name__)
-
-SUBSCRIPTION = "khanhhoa/v1/+/+"
-# A rate-limited flood is folded into one dead letter per sensor per window. A longer window
-# means fewer rows but acks held longer (they count against ReceiveMaximum); the max count
-# closes a window early under a heavy flood.
-RATE_WINDOW_S = 1.0
-RATE_WINDOW_MAX = 1000
-# Reason codes that retrying cannot fix: stop with a clear error instead of looping.
-FATAL_CONNACK = {"Bad user name or password", "Not authorized", "Client identifier not valid", "Banned"}
-
-
-class CredentialsRefused(IocError):
-    pass
-
-
-@dataclass(frozen=True)
-class AckToken:
-    """A pending MQTT ack; only valid on the connection that received the message."""
-
-    generation: int
-    mid: int
 
 
 @dataclass
@@ -72,115 +48,6 @@ class BridgeStats:
     by_reason: Counter[str] = field(default_factory=Counter)
 
 
-class SensorRateLimiter:
-    """A token bucket per sensor id: ``rate_hz`` sustained, up to ``burst`` at once.
-
-    Pure apart from the injected ``monotonic`` clock. ``rate_hz`` 0 disables the limit.
-
-    >>> now = [0.0]
-    >>> rl = SensorRateLimiter(rate_hz=1.0, burst=2, monotonic=lambda: now[0])
-    >>> [rl.allow("S1") for _ in range(3)], rl.allow("S2")
-    ([True, True, False], True)
-    >>> now[0] = 1.0
-    >>> rl.allow("S1"), rl.allow("S1")
-    (True, False)
-    """
-
-    def __init__(self, rate_hz: float, burst: int, monotonic: Callable[[], float] = time.monotonic) -> None:
-        if rate_hz < 0 or rate_hz != rate_hz or rate_hz == float("inf"):
-            raise ValueError(f"rate_hz must be a finite number >= 0 (0 disables the limit), got {rate_hz}")
-        if burst < 1:
-            raise ValueError(f"burst must be >= 1, got {burst}")
-        self.rate_hz = rate_hz
-        self.burst = float(burst)
-        self.monotonic = monotonic
-        self._buckets: dict[str, tuple[float, float]] = {}  # sensor id -> (tokens, at)
-
-    @property
-    def enabled(self) -> bool:
-        return self.rate_hz > 0
-
-    def allow(self, sensor_id: str) -> bool:
-        """Take one token for ``sensor_id``; False when its bucket is empty."""
-        if not self.enabled:
-            return True
-        now = self.monotonic()
-        tokens, at = self._buckets.get(sensor_id, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate_hz)
-        if tokens < 1.0 - 1e-9:  # the epsilon: a sensor exactly at the rate must not lose to rounding
-            self._buckets[sensor_id] = (tokens, now)
-            return False
-        self._buckets[sensor_id] = (max(0.0, tokens - 1.0), now)
-        return True
-
-    def evict_full(self) -> int:
-        """Forget buckets that have refilled: keeps memory bounded when ids churn (spoofed ids)."""
-        if not self.enabled:
-            return 0
-        now = self.monotonic()
-        full = [k for k, (tokens, at) in self._buckets.items() if tokens + (now - at) * self.rate_hz >= self.burst]
-        for k in full:
-            del self._buckets[k]
-        return len(full)
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-
-@dataclass
-class _Excess:
-    """The rate-limited messages of one sensor in one window: one dead letter with a count."""
-
-    opened: float  # monotonic
-    received_at: datetime
-    topic: str
-    raw: bytes
-    tokens: list[AckToken]
-
-
-class ExcessAggregator:
-    """Folds each sensor's rate-limited messages into one dead letter per window.
-
-    The letter keeps the window's first payload as a sample and counts every message; each
-    message's ack waits for that letter, so the excess is dead-lettered, never dropped silently.
-    Aggregating is what protects the database from a flood: a flood becomes one row per second.
-    """
-
-    def __init__(self, window_s: float, max_count: int, rate_hz: float, burst: int,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.window_s = window_s
-        self.max_count = max_count
-        self.rate_hz = rate_hz
-        self.burst = burst
-        self.monotonic = monotonic
-        self._open: dict[str, _Excess] = {}
-
-    def add(self, sensor_id: str, topic: str, raw: bytes, token: AckToken, received_at: datetime
-            ) -> list[tuple[DeadLetter, tuple[AckToken, ...]]]:
-        """Count one message; returns the window's letter when it has reached ``max_count``."""
-        ex = self._open.get(sensor_id)
-        if ex is None:
-            ex = self._open[sensor_id] = _Excess(self.monotonic(), received_at, topic, bytes(raw[:4096]), [])
-        ex.tokens.append(token)
-        if len(ex.tokens) >= self.max_count:
-            return [self._close(sensor_id)]
-        return []
-
-    def due(self) -> list[tuple[DeadLetter, tuple[AckToken, ...]]]:
-        now = self.monotonic()
-        return [self._close(k) for k, ex in list(self._open.items()) if now - ex.opened >= self.window_s]
-
-    def drain(self) -> list[tuple[DeadLetter, tuple[AckToken, ...]]]:
-        return [self._close(k) for k in list(self._open)]
-
-    def _close(self, sensor_id: str) -> tuple[DeadLetter, tuple[AckToken, ...]]:
-        ex = self._open.pop(sensor_id)
-        n = len(ex.tokens)
-        detail = (f"{n} message(s) from sensor {sensor_id[:64]!r} over the limit of {self.rate_hz:g}/s"
-                  f" (burst {self.burst}) within {self.window_s:g} s; the first one is kept as a sample")
-        return DeadLetter(ex.received_at, "mqtt", "rate_limited", detail, ex.topic, ex.raw, count=n), tuple(ex.tokens)
-
-
 def topic_sensor_id(topic: str) -> str | None:
     """The sensor id a readings topic names, or None when the topic is not one (validation says why).
 
@@ -191,158 +58,6 @@ def topic_sensor_id(topic: str) -> str | None:
         return parse_topic(topic)[1]
     except PayloadRejected:
         return None
-
-
-class MqttLoop:
-    """paho client in its own thread, with our reconnect loop (capped backoff, full jitter)."""
-
-    def __init__(self, settings: Settings, on_message: Callable[[str, bytes, AckToken], None]) -> None:
-        assert settings.mqtt_url is not None
-        self.url = settings.mqtt_url
-        self.topic = (
-            f"$share/{settings.share_group}/{SUBSCRIPTION}" if settings.mqtt_shared_subscription else SUBSCRIPTION
-        )
-        self.client, self.target, props = make_client(
-            settings.mqtt_url,
-            client_id=settings.bridge_id,
-            clean_start=False,
-            session_expiry_s=86400,
-            manual_ack=True,
-            ca_file=settings.mqtt_ca_file,
-        )
-        if props is None:
-            props = mqtt.Properties(PacketTypes.CONNECT)
-        props.ReceiveMaximum = 5000  # QoS 1 messages in flight to us, bounds bridge memory
-        self.props = props
-        self.on_message_cb = on_message
-        self.generation = 0
-        self.connected = threading.Event()
-        self.subscribed = threading.Event()
-        self.fatal: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mqtt-loop", daemon=True)
-        self._lock = threading.Lock()
-        self._calls: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
-        self._retire = False
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
-
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
-        if rc.is_failure:
-            name = str(rc)
-            log.error("MQTT broker %s refused the connection: %s", mask_url(self.url), name)
-            if name in FATAL_CONNACK:
-                self.fatal = f"MQTT broker {mask_url(self.url)} refused the credentials: {name}"
-                self._stop.set()
-            return
-        with self._lock:
-            self.generation += 1
-        # Subscribe on every connect: a broker that lost the session must not leave us deaf.
-        client.subscribe(self.topic, qos=1)
-        self.connected.set()
-        log.info("MQTT connected to %s (session present=%s), subscribed %s", mask_url(self.url),
-                 getattr(flags, "session_present", "?"), self.topic)
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
-        self.connected.clear()
-        self.subscribed.clear()
-        with self._lock:
-            self.generation += 1  # acks for messages of the old connection are void
-        if not self._stop.is_set():
-            log.warning("MQTT disconnected from %s: %s", mask_url(self.url), rc)
-
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        try:
-            self.on_message_cb(msg.topic, bytes(msg.payload), AckToken(self.generation, msg.mid))
-        except Exception:  # a handler must never die on one payload
-            log.exception("bridge handler failed for topic %.200s", msg.topic)
-
-    def ack(self, tokens: Iterable[AckToken]) -> int:
-        """Queue PUBACKs for the paho thread to send (paho is not safe to drive from two threads),
-        one hand-over per envelope; returns how many are still valid for this connection."""
-        with self._lock:
-            mids = [t.mid for t in tokens if t.generation == self.generation]
-            generation = self.generation
-        if mids:  # the others belong to a closed connection: the broker redelivers, the sinks dedupe
-            self._calls.put(partial(self._ack_now, generation, mids))
-        return len(mids)
-
-    def _ack_now(self, generation: int, mids: list[int]) -> None:
-        if generation == self.generation:  # re-checked: a reconnect may have happened since
-            for mid in mids:
-                self.client.ack(mid, 1)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def unsubscribe(self) -> None:
-        """Leave the (shared) subscription so the broker stops routing messages to this session."""
-        self._calls.put(lambda: self.client.unsubscribe(self.topic))
-
-    def stop(self, retire: bool = False) -> None:
-        """Send pending acks and disconnect; ``retire`` also ends the persistent session.
-
-        Without ``retire`` the session outlives the process, so a restart resumes it and nothing
-        queued meanwhile is lost. A retired bridge (scale-down) must end it: otherwise the broker
-        keeps giving its share of a shared subscription to a session nobody will resume.
-        """
-        self._retire = retire
-        self._stop.set()
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        backoff = Backoff(base_s=0.2, cap_s=15.0)
-        while not self._stop.is_set():
-            try:
-                connect(self.client, self.target, self.props)
-            except OSError as e:
-                delay = backoff.next()
-                log.warning("MQTT %s unreachable (%s); retrying in %.1f s", mask_url(self.url), e, delay)
-                self._stop.wait(delay)
-                continue
-            while not self._stop.is_set():
-                try:
-                    self._run_calls()
-                    rc = self.client.loop(timeout=0.01)
-                except Exception:  # the loop must survive anything one packet does to paho
-                    log.exception("MQTT network loop failed; reconnecting")
-                    rc = mqtt.MQTT_ERR_UNKNOWN
-                if rc != mqtt.MQTT_ERR_SUCCESS:
-                    break
-                if self.connected.is_set():
-                    backoff.reset()
-            if self._stop.is_set() and self.connected.is_set():
-                self._disconnect_cleanly()
-            self.connected.clear()
-            if not self._stop.is_set():
-                delay = backoff.next()
-                log.warning("MQTT connection lost; reconnecting in %.1f s", delay)
-                self._stop.wait(delay)
-
-    def _run_calls(self) -> None:
-        while True:
-            try:
-                call = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            call()
-
-    def _disconnect_cleanly(self) -> None:
-        """From the paho thread: flush acks, then DISCONNECT (ending the session when retiring)."""
-        try:
-            self._run_calls()
-            props = None
-            if self._retire:
-                props = mqtt.Properties(PacketTypes.DISCONNECT)
-                props.SessionExpiryInterval = 0
-            self.client.disconnect(properties=props)
-            for _ in range(20):  # let the packets leave
-                if self.client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
-                    break
-        except Exception:
-            log.exception("MQTT disconnect failed")
 
 
 class Bridge:

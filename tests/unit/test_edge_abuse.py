@@ -22,7 +22,9 @@ from ioc.errors import PayloadRejected
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, decode_batch, encode_batch
 from ioc.wire import AUTO_SENSOR_ID, Reading, SensorInfo, ValidationPolicy, parse_topic, validate
-from streams.bridge import AckToken, Bridge, ExcessAggregator, SensorRateLimiter, topic_sensor_id
+from streams.bridge import Bridge, topic_sensor_id
+from streams.mqtt_loop import AckToken
+from streams.sensor_rate_limit import ExcessAggregator, SensorRateLimiter
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 POLICY = ValidationPolicy()
