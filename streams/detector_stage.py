@@ -1,0 +1,268 @@
+"""The detector stage of the worker: stored envelopes through the detectors, findings out, checkpoints.
+
+Detector state is checkpointed, not written per envelope: every ``detector_checkpoint_s`` a
+partition's changed sensors go to the table with the next offset they cover. A worker that takes
+a partition over (after a crash or a rebalance) replays the readings after the checkpoint through
+the detectors, silently: their findings went out before those offsets were committed. Writing
+~10 KB per sensor per envelope cost more than the detectors.
+
+Silence is judged in event time (:class:`streams.event_clock.EventClock`), so a replay is judged
+as the live stream was. The stage knows nothing of Faust: it gets the table, a ``send`` for the
+findings topic and readers for re-reading partitions, so a unit test can drive it with a dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from ioc.models import Finding, FindingBatch
+from ioc.settings import Settings
+from ioc.storage.offset_ledger import Position
+from ioc.storage.sensors_store import SensorEntry
+from ioc.wire import Reading, decode_envelope
+from streams.detection import DetectorBank, decode_state
+from streams.event_clock import EventClock
+from streams.faust_compat import as_current_event
+from streams.offset_guard import OffsetGuard
+from streams.pipeline_stats import StageStats
+from streams.topics import partition_for
+
+log = logging.getLogger(__name__)
+_enc = msgspec.json.Encoder()
+CHECKPOINT = "__offset__:"  # table key of a partition's detector checkpoint (never a sensor id)
+#: Sends one findings batch to a partition of the findings topic; returns the broker's ack future.
+Send = Callable[..., Awaitable[Any]]
+#: A stored envelope for :meth:`DetectorStage.run`: where it came from, its readings, and the event
+#: whose changelog partition the checkpoint goes to (None keeps the current one).
+Stored = tuple[Position, list[Reading], Any]
+
+
+class DetectorStage:
+    """Per-partition detector context of one worker; see the module docstring."""
+
+    def __init__(self, settings: Settings, table: MutableMapping[str, Any], send: Send, stats: StageStats,
+                 topic: str, rereader: OffsetGuard | None = None, sent_reader: OffsetGuard | None = None) -> None:
+        self.settings = settings
+        self.table = table
+        self.send = send
+        self.stats = stats
+        self.topic = topic
+        self.rereader = rereader  # reads a partition's readings again for a takeover's replay
+        self.sent_reader = sent_reader  # reads the findings topic back: what was already sent
+        self.bank: DetectorBank | None = None
+        self.clock = EventClock()
+        self.worker_started = datetime.now(UTC)
+        self.tick_s = settings.silence_check_s
+        self.ticked: dict[int, float] = {}  # partition -> last silence tick (event time) checked in-stream
+        self.busy_at: dict[int, float] = {}  # partition -> wall time of its latest envelope
+        self.findings_sent_upto: dict[int, int] = {}  # envelopes below this already sent their findings
+        self.caught_up: set[int] = set()
+        self.seen_upto: dict[str, int] = {}  # sensor -> first offset its restored state has not seen
+        self.flushed_at: dict[int, float] = {}
+        self._part_of: dict[str, int] = {}
+
+    def start(self, sensors: dict[str, SensorEntry]) -> None:
+        if self.bank is None:
+            self.bank = DetectorBank(sensors, defer_writes=True)
+
+    def part(self, sensor_id: str) -> int:
+        got = self._part_of.get(sensor_id)
+        if got is None:
+            got = self._part_of[sensor_id] = partition_for(sensor_id, self.settings.kafka_partitions)
+        return got
+
+    def _sensor_keys(self) -> set[str]:
+        """Sensors in the table, and those live here and not yet checkpointed."""
+        keys = {k for k in self.table.keys() if not k.startswith(CHECKPOINT)}
+        return keys | self.bank.live_sensors() if self.bank is not None else keys
+
+    def partition_sensors(self, partition: int) -> list[str]:
+        return sorted(k for k in self._sensor_keys() if self.part(k) == partition)
+
+    def observe(self, partition: int, readings: Iterable[Reading], committed: datetime) -> None:
+        """An envelope of ``partition`` was stored at ``committed``: it moves that partition's event clock."""
+        self.clock.observe(partition, [r.ts for r in readings], committed)
+        self.busy_at[partition] = committed.timestamp()
+
+    def detect(self, readings: list[Reading], partition: int) -> list[Finding]:
+        """The detectors over an envelope, with the silence timer run in event time between readings:
+        every tick the partition's readings step over is checked before the reading after it."""
+        assert self.bank is not None
+        b, tick_s = self.bank, self.tick_s
+        out: list[Finding] = []
+        start = 0
+        for i, r in enumerate(readings):
+            upto = math.ceil(r.ts.timestamp() / tick_s) * tick_s - tick_s  # the last tick before this reading
+            if upto > self.ticked.get(partition, -math.inf):
+                out += b.process(readings[start:i], self.table)
+                start = i
+                self.ticked[partition] = upto
+                out += b.silence_ticks(self.partition_sensors(partition), self.table,
+                                       datetime.fromtimestamp(upto, UTC), tick_s, self.clock.started)
+        out += b.process(readings[start:], self.table)
+        return out
+
+    def unseen(self, readings: list[Reading], offset: int) -> list[Reading]:
+        """The readings of an envelope whose sensors' restored state does not already hold it."""
+        if not self.seen_upto:
+            return readings
+        return [r for r in readings if self.seen_upto.get(r.sensor_id, -1) <= offset]
+
+    async def catch_up(self, partition: int, offset: int) -> None:
+        """Restore the partition's detectors from the table, then replay what they have not seen.
+
+        Each sensor's state records the first offset it has not seen (``upto``); a flush cut short
+        by a crash leaves sensors at different offsets, so the replay starts at the oldest and
+        feeds each envelope only to the sensors that have not seen it yet.
+        """
+        assert self.bank is not None
+        sensors = self.partition_sensors(partition)
+        for sid in sensors:
+            self.bank.forget(sid)  # reload from the table: the checkpoint, maybe another worker's
+        raw = self.table.get(f"{CHECKPOINT}{partition}")
+        ckpt = int(raw) if raw else None
+        self.caught_up.add(partition)
+        for sid in sensors:
+            st = decode_state(self.table.get(sid))
+            if st is not None and isinstance(st.get("upto"), int):
+                self.seen_upto[sid] = st["upto"]
+            else:
+                self.seen_upto.pop(sid, None)
+        self.findings_sent_upto[partition] = await self.last_findings_source(partition) + 1
+        if ckpt is None or self.rereader is None:
+            return  # never checkpointed: a fresh partition, or state written before checkpoints
+        start = min([ckpt, *(self.seen_upto[sid] for sid in sensors if sid in self.seen_upto)])
+        if start >= offset:
+            return
+        replayed = 0
+        async for off, value in self.rereader.read_range(partition, start, offset):
+            try:
+                env = decode_envelope(value)
+            except (msgspec.DecodeError, TypeError):
+                continue  # stored as poison when it came; nothing for the detectors
+            todo = self.unseen(env.readings, off)
+            self.detect(todo, partition)  # findings discarded: sent before these offsets were committed
+            replayed += len(todo)
+        self.stats.add("detector_replayed_readings", replayed)
+        log.info("%s[%s]: detector state restored (checkpoint %s, oldest sensor %s); %s readings up to %s replayed",
+                 self.topic, partition, ckpt, start, replayed, offset)
+
+    async def last_findings_source(self, partition: int, look_back: int = 64) -> int:
+        """The newest readings offset whose findings reached ``ioc.findings`` (-1 if none): envelopes
+        up to it that come again after a crash are run through the detectors silently."""
+        if self.sent_reader is None:
+            return -1
+        end = await self.sent_reader.end_offset(partition)
+        newest = -1
+        floor = max(0, end - 16 * look_back)  # only silence batches that far back: nothing recent to match
+        while end > floor and newest < 0:
+            start = max(floor, end - look_back)
+            async for _off, value in self.sent_reader.read_range(partition, start, end):
+                try:
+                    src = msgspec.json.decode(value, type=FindingBatch).source_offset
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if src is not None:
+                    newest = max(newest, src)
+            end = start
+        return newest
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        """Partitions taken away: if they come back, their state is restored from the table again."""
+        self.caught_up.difference_update(partitions)
+
+    def checkpoint(self, partition: int, next_offset: int, now: float) -> None:
+        if now - self.flushed_at.get(partition, 0.0) < self.settings.detector_checkpoint_s:
+            return
+        assert self.bank is not None
+        self.bank.flush([sid for sid in self.bank.dirty if self.part(sid) == partition], self.table, next_offset)
+        # written last: if a crash cuts the flush short, the key still names an offset every
+        # sensor's state had reached, and each sensor's own `upto` says where it stands
+        self.table[f"{CHECKPOINT}{partition}"] = str(next_offset).encode()
+        self.flushed_at[partition] = now
+        self.stats.add("detector_checkpoints")
+
+    def _safe_checkpoint(self, partition: int, next_offset: int, now: float) -> None:
+        try:
+            self.checkpoint(partition, next_offset, now)
+        except Exception:
+            log.exception("detector checkpoint failed on %s[%s]", self.topic, partition)
+            self.stats.add("detector_errors")
+
+    async def detect_envelope(self, readings: list[Reading], at: Position) -> list[Finding]:
+        """The findings of one stored envelope; a detector bug is logged, never stops storage."""
+        try:
+            if at.partition not in self.caught_up:
+                await self.catch_up(at.partition, at.offset)
+            # A redelivery after a crash: sensors whose restored state already holds it are skipped,
+            # and an envelope whose findings were already sent runs silently.
+            findings = self.detect(self.unseen(readings, at.offset), at.partition)
+            return [] if at.offset < self.findings_sent_upto.get(at.partition, -1) else findings
+        except Exception:
+            log.exception("detectors failed on %s[%s]@%s", self.topic, at.partition, at.offset)
+            self.stats.add("detector_errors")
+            return []
+
+    async def _send_findings(self, findings: list[Finding], at: Position) -> Any:
+        """Send now; the caller awaits the broker's acknowledgement before the envelope is acked or
+        checkpointed. Faust would otherwise attach the send to the next offset commit (up to a second
+        later on the alert path), and a checkpoint could get ahead of findings that never left."""
+        fut = await self.send(value=_enc.encode(FindingBatch(1, findings, at.offset)), partition=at.partition,
+                              force=True)
+        self.stats.add("findings", len(findings))
+        return fut
+
+    async def run(self, items: list[Stored], committed: datetime) -> None:
+        """The detectors over stored envelopes in partition order; their findings are acknowledged by
+        Kafka before any partition is checkpointed (and before the caller acks the envelopes)."""
+        if not self.settings.detectors_enabled or self.bank is None:
+            return
+        sent = []
+        for at, rs, _ in items:
+            findings = await self.detect_envelope(rs, at)
+            if findings:
+                sent.append(await self._send_findings(findings, at))
+        for fut in sent:
+            await fut
+        last = {at.partition: (at.offset, ev) for at, _, ev in items}
+        for partition, (offset, ev) in last.items():
+            with as_current_event(ev) if ev is not None else contextlib.nullcontext():
+                self._safe_checkpoint(partition, offset + 1, committed.timestamp())
+
+    def update_registry(self, sensors: dict[str, SensorEntry]) -> None:
+        if self.bank is not None:
+            self.bank.update_registry(sensors)
+
+    async def silence_timer(self) -> None:
+        """Absence is a timer: for partitions that receive nothing at all (the in-stream ticks of
+        :meth:`detect` cover the others, in event time), on the event clock."""
+        if self.bank is None:
+            return
+        wall = datetime.now(UTC)
+        idle: dict[int, list[str]] = defaultdict(list)
+        for k in self._sensor_keys():
+            if wall.timestamp() - self.busy_at.get(self.part(k), 0.0) > 2 * self.tick_s:
+                idle[self.part(k)].append(k)
+        found: list[Finding] = []
+        try:
+            for partition, keys in idle.items():
+                if self.clock.observed(partition):
+                    found += self.bank.check_silence(keys, self.table, self.clock.now(partition, wall),
+                                                     self.clock.started)
+                else:  # nothing from it since this worker started: its clock is unknown, so give it the
+                    # grace of k intervals from the start (a replayed backlog arrives well before that)
+                    found += self.bank.check_silence(keys, self.table, wall, self.worker_started)
+        except Exception:  # a detector bug must not stop the timer
+            log.exception("silence check failed")
+            return
+        for f in found:
+            await self.send(value=_enc.encode(FindingBatch(1, [f])), partition=self.part(f.sensor_id))
+            self.stats.add("findings", 1)

@@ -1,0 +1,133 @@
+"""The worker's detector stage without Faust: a dict for the table, a recording ``send``."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from ioc.models import FindingBatch, Reading
+from ioc.settings import Settings
+from ioc.storage.offset_ledger import Position
+from ioc.storage.sensors_store import SensorEntry
+from streams.detector_stage import CHECKPOINT, DetectorStage
+from streams.pipeline_stats import StageStats
+
+T0 = datetime(2025, 11, 18, tzinfo=UTC)
+GAUGE = SensorEntry("HYD_DONG_TRANG", "water_level", "Đồng Trăng", ("water_level_m",), 300.0,
+                    {"bd1": 8.0, "bd2": 9.5, "bd3": 11.0}, {"record_m": 13.42, "max_rise_m_per_h": 1.77})
+RAIN = SensorEntry("RAIN_X", "rain", "rain", ("rain_mm",), 300.0, None, {})
+
+
+class Sent:
+    """The findings topic: records each batch and acknowledges it only when told to."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, FindingBatch]] = []
+        self.pending: list[asyncio.Future[None]] = []
+
+    async def send(self, *, value: bytes, partition: int, force: bool = False) -> asyncio.Future[None]:
+        self.batches.append((partition, msgspec.json.decode(value, type=FindingBatch)))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(fut)
+        return fut
+
+    def rules(self) -> list[tuple[str, str]]:
+        return [(f.sensor_id, f.rule) for _, b in self.batches for f in b.findings]
+
+
+class CheckpointWatch(dict[str, Any]):
+    """A table that notes, when a partition's checkpoint is written, whether every send was acked."""
+
+    def __init__(self, sent: Sent) -> None:
+        super().__init__()
+        self.sent = sent
+        self.acked_at_checkpoint: list[bool] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key.startswith(CHECKPOINT):
+            self.acked_at_checkpoint.append(all(f.done() for f in self.sent.pending))
+        super().__setitem__(key, value)
+
+
+def _stage(table: dict[str, Any], sent: Sent, **settings: Any) -> DetectorStage:
+    s = Settings(mqtt_url="mqtt://u:p@127.0.0.1:1", kafka_url="kafka://127.0.0.1:1", kafka_partitions=1,
+                 **settings)
+    stage = DetectorStage(s, table, sent.send, StageStats("test"), "readings")
+    stage.start({GAUGE.sensor_id: GAUGE, RAIN.sensor_id: RAIN})
+    return stage
+
+
+def _gauge(i: int, level: float) -> Reading:
+    return Reading(GAUGE.sensor_id, "water_level", T0 + timedelta(minutes=5 * i), i, {"water_level_m": level})
+
+
+def _rain(i: int) -> Reading:
+    return Reading(RAIN.sensor_id, "rain", T0 + timedelta(minutes=5 * i), i, {"rain_mm": 0.0})
+
+
+async def _feed(stage: DetectorStage, envelopes: list[list[Reading]], ack: bool = True) -> None:
+    for offset, readings in enumerate(envelopes):
+        committed = readings[-1].ts + timedelta(seconds=1)
+        stage.observe(0, readings, committed)
+        run = asyncio.ensure_future(stage.run([(Position("g:readings", 0, offset), readings, None)], committed))
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if ack:
+                for f in stage_sent(stage).pending:
+                    if not f.done():
+                        f.set_result(None)
+            if run.done():
+                break
+        await run
+
+
+def stage_sent(stage: DetectorStage) -> Sent:
+    return stage.send.__self__  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_gauge_that_stops_is_judged_silent_in_event_time_while_its_partition_moves_on() -> None:
+    sent = Sent()
+    stage = _stage({}, sent)
+    envelopes = [[_gauge(i, 3.0), _rain(i)] for i in range(40)] + [[_rain(i)] for i in range(40, 80)]
+    asyncio.run(_feed(stage, envelopes))  # 6 h 40 min of event time in well under a second of wall time
+    silent = [(sid, rule) for sid, rule in sent.rules() if rule == "sensor_silent"]
+    assert silent == [(GAUGE.sensor_id, "sensor_silent")]
+
+
+def test_findings_are_acknowledged_by_the_broker_before_the_checkpoint_is_written() -> None:
+    sent = Sent()
+    table = CheckpointWatch(sent)
+    stage = _stage(table, sent, detector_checkpoint_s=0.0)
+    rise = [[_gauge(i, round(6.0 + 0.1 * i, 2))] for i in range(80)]  # crosses BĐ I, II and III
+
+    async def late_acks() -> None:
+        run = asyncio.ensure_future(_feed(stage, rise, ack=False))
+        while not run.done():
+            await asyncio.sleep(0.001)
+            for f in sent.pending:  # the broker answers a little later, after the run has awaited it
+                if not f.done():
+                    f.set_result(None)
+        await run
+
+    asyncio.run(late_acks())
+    assert ("HYD_DONG_TRANG", "flood_alarm_level") in sent.rules()
+    assert table.acked_at_checkpoint and all(table.acked_at_checkpoint)
+    assert int(table[f"{CHECKPOINT}0"]) == len(rise)  # the next offset the state covers
+
+
+def test_a_redelivered_envelope_skips_the_sensors_whose_restored_state_holds_it() -> None:
+    stage = _stage({}, Sent())
+    stage.seen_upto = {GAUGE.sensor_id: 10}
+    envelope = [_gauge(9, 3.0), _rain(9)]
+    assert [r.sensor_id for r in stage.unseen(envelope, 9)] == [RAIN.sensor_id]
+    assert [r.sensor_id for r in stage.unseen(envelope, 10)] == [GAUGE.sensor_id, RAIN.sensor_id]
+
+
+def test_detectors_off_sends_nothing() -> None:
+    sent = Sent()
+    stage = _stage({}, sent, detectors_enabled=False)
+    asyncio.run(_feed(stage, [[_gauge(i, 12.0)] for i in range(5)]))
+    assert sent.batches == []
