@@ -2,16 +2,22 @@
 
 Tansu makes a new consumer group wait ~30 s for its first assignment, so one worker serves the
 whole session; tests isolate themselves with their own sensor ids, databases and topics.
+
+Mosquitto runs with authentication and the compose ACL (deploy/mosquitto/acl). ``mqtt_url`` is
+the local stack's all-rights observer account ``ioc``, which tests use to publish test traffic
+and to subscribe to what they measure; the pipeline's bridge and worker run as ``ioc-bridge`` and
+``ioc-worker`` (ChildProcesses), and :func:`mqtt_account_url` gives the other role accounts.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 
+from ioc.stack.services import mqtt_role_env
 from ioc.stack.stack import StackState, down, up
 from ioc.storage.db import create_database
 from ioc.storage.migrate import migrate
@@ -32,6 +38,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
 @pytest.fixture(scope="session")
 def mqtt_url(stack: StackState) -> str:
     return stack.urls["IOC_MQTT_URL"]
+
+
+def mqtt_account_url(urls: Mapping[str, str], role: str) -> str:
+    """The URL of a role account of deploy/mosquitto/acl (bridge, worker, operator, sim) on the local
+    stack's Mosquitto; IOC_MQTT_URL itself when the broker was configured, not started by the stack."""
+    return urls.get(mqtt_role_env(role)) or urls["IOC_MQTT_URL"]
+
+
+@pytest.fixture(scope="session")
+def sim_mqtt_url(stack: StackState) -> str:
+    """The simulator's account (``ioc-sim``): may publish readings of every kind, nothing else."""
+    return mqtt_account_url(stack.urls, "sim")
 
 
 @pytest.fixture(scope="session")

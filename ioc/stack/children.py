@@ -1,4 +1,10 @@
-"""`ioc` child processes (worker, bridge) started by the demo and the tests, stopped by pid."""
+"""`ioc` child processes (worker, bridge) started by the demo and the tests, stopped by pid.
+
+On the local stack each child connects to Mosquitto with its least-privilege account of
+``deploy/mosquitto/acl``: the bridge as ``ioc-bridge``, the worker as ``ioc-worker``, the
+simulator's ``simulate`` and ``replay`` as ``ioc-sim``. That happens only while the child's
+IOC_MQTT_URL is still the stack's own observer URL; a URL configured otherwise is left alone.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,24 @@ from pathlib import Path
 
 from ioc.errors import StackError
 from ioc.stack.process import log_tail, stop_pid
+from ioc.stack.services import MQTT_OBSERVER_ENV, mqtt_role_env
+
+#: `ioc` command -> the MQTT role (account of deploy/mosquitto/acl) it runs as on the local stack
+COMMAND_ROLES: dict[str, str] = {"bridge": "bridge", "worker": "worker", "simulate": "sim", "replay": "sim"}
+
+
+def child_env(env: dict[str, str], command: str) -> dict[str, str]:
+    """``env`` with IOC_MQTT_URL switched to ``command``'s role account when the local stack has one.
+
+    Only when IOC_MQTT_URL is the stack's observer URL: an explicitly configured broker or
+    account (docker compose, production, a test's wrong password) is kept as it is.
+    """
+    role = COMMAND_ROLES.get(command)
+    role_url = env.get(mqtt_role_env(role)) if role else None
+    observer = env.get(MQTT_OBSERVER_ENV)
+    if role_url and observer and env.get("IOC_MQTT_URL") == observer:
+        return {**env, "IOC_MQTT_URL": role_url}
+    return env
 
 
 @dataclass
@@ -26,7 +50,7 @@ class ChildProcesses:
         with open(self.logdir / f"{name}.log", "ab") as log:
             p = subprocess.Popen(
                 [sys.executable, "-m", "ioc.composition.cli", *args],
-                env={**self.env, **(extra_env or {})},
+                env=child_env({**self.env, **(extra_env or {})}, args[0] if args else ""),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         self.procs[name] = p

@@ -2,6 +2,8 @@
 
 Each starter returns a :class:`Service` with the pid it started and the URL clients use.
 Credentials are random per stack, so even the throwaway stack has no default password.
+Mosquitto runs with the production topic rights (``deploy/mosquitto/acl``) and their role
+accounts; see :func:`start_mosquitto`.
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 from ioc.errors import StackError
 from ioc.stack.process import free_port, log_tail, spawn, tcp_open, wait_until
@@ -25,6 +31,36 @@ PG_EXT_DIR = Path("/usr/share/postgresql/15/extension")
 MOSQUITTO_BIN = Path("/usr/sbin/mosquitto")
 INSTALL_HINT = "apt-get install -y mosquitto postgresql"
 
+#: The broker's topic rights, the very file docker compose mounts (the local stack runs from a
+#: source checkout; an installed wheel has no deploy/ and cannot start this Mosquitto).
+DEPLOY_ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl"
+#: The local stack's own account: every right on every topic (but $SYS). It is the developer's and
+#: the tests' observer (tests subscribe with it to measure readings and alerts, and publish test
+#: traffic with it), and what IOC_MQTT_URL points at, so a command run by hand just works. The
+#: pipeline's own processes use the role accounts below (see ChildProcesses). Never in deploy/.
+OBSERVER_ACCOUNT = "ioc"
+LOCAL_ACL = f"""
+# ---- local stack only (ioc stack up, make test, make demo, bench), appended by ioc/stack/services.py:
+# the developer's and the tests' observer account, which may do anything.
+user {OBSERVER_ACCOUNT}
+topic readwrite #
+"""
+#: Role -> account of deploy/mosquitto/acl that the local stack creates with a random password.
+MQTT_ROLE_ACCOUNTS: dict[str, str] = {
+    "bridge": "ioc-bridge",
+    "worker": "ioc-worker",
+    "operator": "operator",
+    "sim": "ioc-sim",
+}
+#: Where the stack's state and env file keep the observer's URL (also IOC_MQTT_URL) and each role's:
+#: IOC_STACK_MQTT_OBSERVER_URL, IOC_STACK_MQTT_BRIDGE_URL, ... Settings ignores these names.
+MQTT_OBSERVER_ENV = "IOC_STACK_MQTT_OBSERVER_URL"
+
+
+def mqtt_role_env(role: str) -> str:
+    """The env/state name of a role account's URL, e.g. ``IOC_STACK_MQTT_BRIDGE_URL``."""
+    return f"IOC_STACK_MQTT_{role.upper()}_URL"
+
 
 @dataclass(frozen=True)
 class Service:
@@ -33,6 +69,8 @@ class Service:
     url: str
     log: str
     data_dir: str
+    #: more env name -> URL pairs this service offers (Mosquitto: its observer and role accounts)
+    role_urls: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -47,8 +85,38 @@ def _require_binary(path: Path, what: str) -> None:
         raise StackError(f"{what} not found at {path}; install it with: {INSTALL_HINT}")
 
 
+def local_acl(source: Path = DEPLOY_ACL) -> str:
+    """The local stack's ``acl_file``: ``deploy/mosquitto/acl`` as it is, plus the observer account.
+
+    Fails when the file is missing or no longer names every role account the stack creates.
+    """
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as e:
+        raise StackError(
+            f"the Mosquitto ACL {source} is missing: the local stack runs from a source checkout"
+        ) from e
+    users = set(re.findall(r"^\s*user\s+(\S+)\s*$", text, re.M))
+    missing = sorted(set(MQTT_ROLE_ACCOUNTS.values()) - users)
+    if missing:
+        raise StackError(f"{source} has no rules for the account(s) {', '.join(missing)}")
+    if OBSERVER_ACCOUNT in users:
+        raise StackError(f"{source} must not define {OBSERVER_ACCOUNT!r}: it is the local stack's own account")
+    return text.rstrip("\n") + "\n" + LOCAL_ACL
+
+
+def _mqtt_url(user: str, password: str, port: int) -> str:
+    return f"mqtt://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{port}"
+
+
 def start_mosquitto(base: Path, timeout_s: float = 20.0) -> Service:
-    """Mosquitto with persistence, a large explicit queue bound and a random password.
+    """Mosquitto with persistence, a large explicit queue bound, and the production topic rights.
+
+    Accounts, each with a random password: the role accounts of ``deploy/mosquitto/acl``
+    (``ioc-bridge``, ``ioc-worker``, ``operator``, ``ioc-sim``), which the pipeline's processes use
+    (see :class:`ioc.stack.children.ChildProcesses`), and the local observer ``ioc`` (the
+    Service's ``url``, i.e. IOC_MQTT_URL). The ACL is that file plus the observer's line; sensor
+    accounts are added with :func:`add_mqtt_account`. Anonymous clients are refused.
 
     ``max_queued_messages`` 1000 (the default) silently drops QoS 1 messages for a slow
     subscriber, and 0 stalls delivery, so the bound is large and explicit.
@@ -56,20 +124,22 @@ def start_mosquitto(base: Path, timeout_s: float = 20.0) -> Service:
     _require_binary(MOSQUITTO_BIN, "mosquitto")
     d = base / "mosquitto"
     d.mkdir(parents=True, exist_ok=True)
+    acl = d / "acl"
+    acl.write_text(local_acl(), encoding="utf-8")
     port = free_port()
-    password = secrets.token_urlsafe(18)
+    passwords = {user: secrets.token_urlsafe(18) for user in (OBSERVER_ACCOUNT, *MQTT_ROLE_ACCOUNTS.values())}
     passwd = d / "passwd"
-    passwd.write_text("")
-    subprocess.run(
-        ["mosquitto_passwd", "-b", str(passwd), "ioc", password], check=True, capture_output=True
-    )
+    passwd.touch(mode=0o600)
     passwd.chmod(0o600)
+    passwd.write_text("".join(f"{user}:{pw}\n" for user, pw in passwords.items()))
+    subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)  # hash in place
     log = d / "mosquitto.log"
     conf = d / "mosquitto.conf"
     lines = [
         f"listener {port} 127.0.0.1",
         "allow_anonymous false",
         f"password_file {passwd}",
+        f"acl_file {acl}",
         "persistence true",
         f"persistence_location {d}/",
         "autosave_interval 5",
@@ -88,16 +158,59 @@ def start_mosquitto(base: Path, timeout_s: float = 20.0) -> Service:
     conf.write_text("\n".join(lines) + "\n")
     proc = spawn([str(MOSQUITTO_BIN), "-c", str(conf)], d / "stdout.log")
     wait_until("mosquitto", lambda: tcp_open("127.0.0.1", port), proc=proc, log_path=log, timeout_s=timeout_s)
-    return Service("mosquitto", proc.pid, f"mqtt://ioc:{password}@127.0.0.1:{port}", str(log), str(d))
+    role_urls = {MQTT_OBSERVER_ENV: _mqtt_url(OBSERVER_ACCOUNT, passwords[OBSERVER_ACCOUNT], port)}
+    role_urls |= {mqtt_role_env(role): _mqtt_url(user, passwords[user], port) for role, user in MQTT_ROLE_ACCOUNTS.items()}
+    return Service("mosquitto", proc.pid, role_urls[MQTT_OBSERVER_ENV], str(log), str(d), role_urls)
+
+
+def add_mqtt_account(svc: Service, username: str, password: str | None = None, timeout_s: float = 10.0) -> str:
+    """Add (or re-key) an account on the stack's Mosquitto, e.g. a sensor's (username = its sensor id,
+    as in production: the ACL's ``%u`` patterns give it its own reading topic). Returns its URL.
+
+    Like an operator's ``mosquitto_passwd`` in production; the broker re-reads its password file on
+    SIGHUP, so connected clients stay connected.
+    """
+    if not username or any(c in username for c in ":/+#") or username == OBSERVER_ACCOUNT:
+        raise StackError(f"not a usable MQTT account name: {username!r}")
+    password = password or secrets.token_urlsafe(18)
+    passwd = Path(svc.data_dir) / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), username, password], check=True, capture_output=True)
+    os.kill(svc.pid, signal.SIGHUP)
+    url = _mqtt_url(username, password, urlsplit(svc.url).port or 1883)
+    deadline = time.monotonic() + timeout_s
+    while not _logs_in(url):  # the reload happens in the broker's own loop, a moment later
+        if time.monotonic() > deadline:
+            raise StackError(f"Mosquitto did not accept the new account {username!r} within {timeout_s:.0f} s")
+        time.sleep(0.1)
+    return url
+
+
+def _logs_in(url: str) -> bool:
+    """Whether the broker accepts this URL's credentials (a CONNECT, then DISCONNECT)."""
+    from ioc.mqtt_client import make_client
+
+    client, target, _ = make_client(url, client_id=f"ioc-stack-probe-{secrets.token_hex(4)}")
+    result: list[bool] = []
+    client.on_connect = lambda _c, _u, _f, rc, _p: result.append(not rc.is_failure)
+    try:
+        client.connect(target.host, target.port, keepalive=10)
+        deadline = time.monotonic() + 2.0
+        while not result and time.monotonic() < deadline:
+            client.loop(0.05)
+    except OSError:
+        return False
+    finally:
+        client.disconnect()
+    return bool(result and result[0])
 
 
 def restart_mosquitto(svc: Service, timeout_s: float = 20.0) -> Service:
-    """Start Mosquitto again on its old port and config, keeping its persisted sessions."""
+    """Start Mosquitto again on its old port and config, keeping its persisted sessions and accounts."""
     d = Path(svc.data_dir)
     port = int(svc.url.rsplit(":", 1)[1])
     proc = spawn([str(MOSQUITTO_BIN), "-c", str(d / "mosquitto.conf")], d / "stdout.log")
     wait_until("mosquitto", lambda: tcp_open("127.0.0.1", port), proc=proc, log_path=Path(svc.log), timeout_s=timeout_s)
-    return Service(svc.name, proc.pid, svc.url, svc.log, svc.data_dir)
+    return replace(svc, pid=proc.pid)
 
 
 def tansu_binary() -> str:

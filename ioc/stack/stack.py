@@ -2,6 +2,8 @@
 
 State (pids, URLs) is kept in ``<dir>/state.json``; URLs also go to ``<dir>/env`` which every
 ``ioc`` command reads as a fallback to its environment. ``down`` stops only pids it started.
+A started Mosquitto enforces ``deploy/mosquitto/acl``: IOC_MQTT_URL is the all-rights local
+observer account, and the role accounts' URLs are kept for the pipeline's processes.
 """
 
 from __future__ import annotations
@@ -42,11 +44,17 @@ class StackState:
 
     @property
     def urls(self) -> dict[str, str]:
-        """env var -> URL, for started and external services alike."""
+        """env var -> URL, for started and external services alike.
+
+        A started Mosquitto adds its accounts' URLs under names Settings ignores
+        (``IOC_STACK_MQTT_OBSERVER_URL``, ``IOC_STACK_MQTT_BRIDGE_URL``, …; see
+        :mod:`ioc.stack.services`); ChildProcesses gives each pipeline process its own.
+        """
         out = dict(self.external)
         for env, (name, _) in SERVICES.items():
             if name in self.services:
                 out[env] = self.services[name].url
+                out.update(self.services[name].role_urls)
         return out
 
     def save(self) -> None:

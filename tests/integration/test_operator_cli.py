@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ioc.wire import encode_payload
+from tests.conftest import mqtt_account_url
 from tests.support import publish, register_sensors, scalar, wait_for
 
 pytestmark = pytest.mark.integration
@@ -77,17 +78,19 @@ def _open_alert(pipeline: dict[str, str], prefix: str) -> tuple[str, int]:
 def test_alerts_list_json_and_an_acknowledgement_over_mqtt(pipeline: dict[str, str]) -> None:
     import json
 
-    db, mqtt = pipeline["IOC_DATABASE_URL"], pipeline["IOC_MQTT_URL"]
+    db = pipeline["IOC_DATABASE_URL"]
     gauge, alert_id = _open_alert(pipeline, "MQACK")
     listing = _ioc(pipeline, "alerts", "list", "--open", "--json")
     assert listing.returncode == 0, listing.stderr
     mine = [a for a in json.loads(listing.stdout) if a["alert_id"] == alert_id]
     assert mine and mine[0]["state"] == "open" and mine[0]["sensor_id"] == gauge
     # Malformed acknowledgements are refused and change nothing; a good one acknowledges, with its note.
-    assert publish(mqtt, [("khanhhoa/v1/alerts/ack", b'{"alert_id": "x"}'),
-                          ("khanhhoa/v1/alerts/ack", b"not json"),
-                          ("khanhhoa/v1/alerts/ack",
-                           json.dumps({"alert_id": alert_id, "by": "Lan", "note": "đã cử người"}).encode())]) == 3
+    # They come from the operators' account, the only one the broker's ACL lets acknowledge.
+    operator = mqtt_account_url(pipeline, "operator")
+    assert publish(operator, [("khanhhoa/v1/alerts/ack", b'{"alert_id": "x"}'),
+                              ("khanhhoa/v1/alerts/ack", b"not json"),
+                              ("khanhhoa/v1/alerts/ack",
+                               json.dumps({"alert_id": alert_id, "by": "Lan", "note": "đã cử người"}).encode())]) == 3
     wait_for(lambda: scalar(db, "SELECT state FROM alerts WHERE alert_id = %s", (alert_id,)) == "acknowledged", 30,
              "the acknowledgement over MQTT")
     assert scalar(db, "SELECT acknowledged_by || '/' || ack_note FROM alerts WHERE alert_id = %s", (alert_id,)) == \

@@ -1,4 +1,8 @@
-"""Publishing, recording and replay against a real Mosquitto (the session stack's ``mqtt_url``)."""
+"""Publishing, recording and replay against a real Mosquitto (the session stack's).
+
+The simulator publishes as ``ioc-sim`` (``sim_mqtt_url``), the only account it has in production;
+the recorder listens as the local observer (``mqtt_url``), since ``ioc-sim`` may read nothing.
+"""
 
 from __future__ import annotations
 
@@ -33,12 +37,13 @@ def _collect(rec: Recorder, n: int, timeout: float = 60.0) -> list[Message]:
     return got + rec.take()
 
 
-def test_publish_demo_counts_acks_and_keeps_ts_behind_the_clock(mqtt_url: str, tmp_path: Path) -> None:
+def test_publish_demo_counts_acks_and_keeps_ts_behind_the_clock(mqtt_url: str, sim_mqtt_url: str,
+                                                                tmp_path: Path) -> None:
     sim = simulate("demo")
     rec = Recorder(mqtt_url)
     rec.wait_subscribed()
     try:
-        res = publish_scenario("demo", mqtt_url, fit_seconds=3.0, labels_out=tmp_path / "demo.labels.json")
+        res = publish_scenario("demo", sim_mqtt_url, fit_seconds=3.0, labels_out=tmp_path / "demo.labels.json")
         got = _collect(rec, sim.n_messages)
     finally:
         rec.close()
@@ -57,7 +62,7 @@ def test_publish_demo_counts_acks_and_keeps_ts_behind_the_clock(mqtt_url: str, t
     assert late == 0
 
 
-def test_replay_keeps_spacing_within_5_percent_at_x10(mqtt_url: str, tmp_path: Path) -> None:
+def test_replay_keeps_spacing_within_5_percent_at_x10(mqtt_url: str, sim_mqtt_url: str, tmp_path: Path) -> None:
     gaps = np.tile([1.0, 2.0, 3.0, 1.5], 8)
     t = 1_700_000_000.0 + np.concatenate([[0.0], np.cumsum(gaps)])
     path = tmp_path / "spaced.jsonl.gz"
@@ -72,7 +77,7 @@ def test_replay_keeps_spacing_within_5_percent_at_x10(mqtt_url: str, tmp_path: P
         assert len(_collect(rec, 1, timeout=10)) == 1
         # The replay runs as engineers run it, in its own process: in this one, the publisher's and
         # the recorder's threads would share one GIL, whose 5 ms switch interval is the tolerance itself.
-        subprocess.run([sys.executable, "-m", "ioc.composition.cli", "replay", str(path), "--speed", "10", "--mqtt-url", mqtt_url],
+        subprocess.run([sys.executable, "-m", "ioc.composition.cli", "replay", str(path), "--speed", "10", "--mqtt-url", sim_mqtt_url],
                        check=True, capture_output=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
         got = _collect(rec, len(t))
     finally:
@@ -83,7 +88,7 @@ def test_replay_keeps_spacing_within_5_percent_at_x10(mqtt_url: str, tmp_path: P
     assert np.all(np.abs(arrived - expected) <= 0.05 * expected), np.round(arrived / expected, 3)
 
 
-def test_record_then_replay_gives_the_same_readings(mqtt_url: str, tmp_path: Path) -> None:
+def test_record_then_replay_gives_the_same_readings(mqtt_url: str, sim_mqtt_url: str, tmp_path: Path) -> None:
     sim = simulate("sensor_faults")
     original = tmp_path / "sim.jsonl.gz"
     write_simulation(sim, original)
@@ -93,7 +98,7 @@ def test_record_then_replay_gives_the_same_readings(mqtt_url: str, tmp_path: Pat
         rec = Recorder(mqtt_url)
         rec.wait_subscribed()
         try:
-            counts = replay(src, mqtt_url, speed=None)
+            counts = replay(src, sim_mqtt_url, speed=None)
             got = _collect(rec, len(sent))
         finally:
             rec.close()
