@@ -13,6 +13,7 @@ from rich.table import Table
 from ioc.domain import SEVERITIES
 from ioc.settings import load_settings
 from ioc.stack.children import ChildProcesses
+from ioc.stack.services import mqtt_role_env
 from ioc.stack.stack import running_stack
 from ioc.storage.alerts_store import list_alerts
 from ioc.storage.db import connect, create_database
@@ -78,7 +79,7 @@ def run_demo(duration_s: float, scenario: str, console: Console) -> int:
             def publish() -> None:
                 try:
                     result.append(publish_scenario(
-                        scenario, settings.mqtt_url or "", fit_seconds=max(5.0, duration_s * 0.75),
+                        scenario, urls.get(mqtt_role_env("sim")) or settings.mqtt_url or "", fit_seconds=max(5.0, duration_s * 0.75),
                         progress=lambda n: published.__setitem__(0, published[0] + n),
                     ))
                 except BaseException as e:  # noqa: BLE001 - reported below
