@@ -11,12 +11,14 @@ queries the storage layer has no use for, so they live here, in one place, param
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
 import multiprocessing as mp
 import os
 import platform
+import socket
 import sys
 import tempfile
 import threading
@@ -36,12 +38,14 @@ from psycopg.types.json import Jsonb
 
 from ioc.domain import reading_topic
 from ioc.mqtt_client import connect, make_client
+from ioc.settings import Settings
 from ioc.stack import stack as local_stack
 from ioc.stack.children import ChildProcesses
 from ioc.stack.services import remove_tree
 from ioc.storage.db import create_database
 from ioc.storage.migrate import migrate
 from ioc.wire import encode_payload
+from streams.topics import partition_for
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -174,6 +178,14 @@ class ProcWatch:
         return out
 
     def rss_mb(self) -> dict[str, float]:
+        return self._mem_mb(lambda p: int(p.memory_info().rss))
+
+    def pss_mb(self) -> dict[str, float]:
+        """Proportional set size per tree (Linux): shared pages (PostgreSQL's shared buffers) split
+        between the processes that map them, so a tree's sum counts them once. Slower than RSS."""
+        return self._mem_mb(lambda p: int(getattr(p.memory_full_info(), "pss", 0)))
+
+    def _mem_mb(self, size: Callable[[psutil.Process], int]) -> dict[str, float]:
         out: dict[str, float] = {}
         with self._lock:
             roots = dict(self.roots)
@@ -181,7 +193,7 @@ class ProcWatch:
             total = 0
             for p in self._tree(pid):
                 with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
+                    total += size(p)
             out[name] = total / 2**20
         return out
 
@@ -283,16 +295,33 @@ class PipelineProcs:
         self.db = db
         self.procs = ChildProcesses(env, stack.base / "logs")
         self.pids = pids
+        self.workers: list[str] = []
+        self.bridges: dict[str, str] = {}  # name -> MQTT client id (IOC_BRIDGE_ID)
 
-    def start(self, timeout_s: float = 60.0) -> None:
-        w = self.procs.start("worker", "worker")
-        self.pids.add("worker", w.pid)
-        ready = self.procs.logdir / "bridge.ready"
-        b = self.procs.start("bridge", "bridge", "--ready-file", str(ready))
-        self.pids.add("bridge", b.pid)
-        if not wait_until(lambda: ready.exists() or not self.procs.alive("bridge"), timeout_s) \
-                or not self.procs.alive("bridge"):
-            raise RuntimeError(f"bridge did not subscribe:\n{self.procs.log('bridge')}")
+    def start(self, timeout_s: float = 60.0, workers: int = 1, bridges: int = 1) -> None:
+        """``workers`` workers (one Faust app id, so one consumer group: they split the partitions) and
+        ``bridges`` bridges (one share group, own MQTT client ids: they split the subscription).
+        The first of each is named ``worker`` / ``bridge``, the next ``worker2``, ``bridge2``, …"""
+        for i in range(1, workers + 1):
+            name = "worker" if i == 1 else f"worker{i}"
+            self.workers.append(name)
+            self.pids.add(name, self.procs.start(name, "worker").pid)
+        for i in range(1, bridges + 1):
+            name = "bridge" if i == 1 else f"bridge{i}"
+            extra = {} if i == 1 else {"IOC_BRIDGE_ID": f"{self.env['IOC_BRIDGE_ID']}-{i}"}
+            ready = self.procs.logdir / f"{name}.ready"
+            self.bridges[name] = extra.get("IOC_BRIDGE_ID", self.env["IOC_BRIDGE_ID"])
+            self.pids.add(name, self.procs.start(name, "bridge", "--ready-file", str(ready), extra_env=extra).pid)
+            if not self._wait_ready(name, ready, timeout_s):
+                raise RuntimeError(f"{name} did not subscribe:\n{self.procs.log(name)}")
+
+    def _wait_ready(self, name: str, ready: Path, timeout_s: float) -> bool:
+        return wait_until(lambda: ready.exists() or not self.procs.alive(name), timeout_s) and self.procs.alive(name)
+
+    def watch_into(self, watch: ProcWatch) -> None:
+        """Every worker and bridge, each under its own name, into ``watch``."""
+        for name in [*self.workers, *self.bridges]:
+            watch.add(name, self.pid(name))
 
     def pid(self, name: str) -> int:
         return self.procs.procs[name].pid
@@ -318,17 +347,78 @@ class PipelineProcs:
             raise RuntimeError(f"worker got no partitions in {timeout_s:.0f} s:\n{self.procs.log('worker')}")
         return time.monotonic() - t0
 
+    def warm_up_all(self, timeout_s: float = 300.0, rounds: int = 2) -> float:
+        """Like ``warm_up``, for several workers and bridges: rounds of one reading per Kafka partition
+        until, in ``rounds`` rounds in a row, every reading arrived and every worker stored some of
+        them and every bridge received some (their ``pipeline_metrics`` counters grew): all partitions
+        are assigned, split between the workers, and the shared subscription reaches every bridge.
+        Tansu's first assignment and a rebalance after the second worker joins take 10-30 s each.
+        Returns the seconds it took."""
+        parts = int(self.env.get("IOC_KAFKA_PARTITIONS", Settings.model_fields["kafka_partitions"].default))
+        tag = uuid.uuid4().hex[:6].upper()
+        by_part: dict[int, str] = {}
+        i = 0
+        while len(by_part) < parts:
+            by_part.setdefault(partition_for(f"WARMUP_{tag}_{i}", parts), f"WARMUP_{tag}_{i}")
+            i += 1
+        sids = sorted(by_part.values())
+        register_sensors(self.db, [(sid, "water_level", None) for sid in sids])
+        time.sleep(float(self.env.get("IOC_REGISTRY_REFRESH_S", "10")) + 1.0)
+        interval = float(self.env.get("IOC_METRICS_INTERVAL_S", "2"))
+        sinks = self.sink_names()
+        t0 = time.monotonic()
+        ok = 0
+        seq = 0
+        before = (metric_latest(self.db, "sink", "readings_total"), metric_latest(self.db, "bridge", "received_total"))
+        while ok < rounds:
+            if time.monotonic() - t0 > timeout_s:
+                raise RuntimeError(f"workers {sorted(self.workers)} / bridges {sorted(self.bridges)} not all busy"
+                                   f" after {timeout_s:.0f} s:\n{self.procs.log(self.workers[-1])}")
+            seq += 1
+            ts = datetime.now(UTC)
+            publish_many(self.env["IOC_MQTT_URL"], [
+                (reading_topic("water_level", sid), encode_payload(sid, ts, seq, {"water_level_m": 3.0})) for sid in sids])
+
+            def arrived(t: datetime = ts) -> bool:
+                self.check()
+                n = db_scalar(self.db, "SELECT count(DISTINCT sensor_id) FROM readings WHERE sensor_id = ANY(%s)"
+                              " AND ts = %s", (sids, t))
+                return bool(n == len(sids))
+
+            if not wait_until(arrived, 30.0, 0.2):
+                ok = 0
+                continue
+            time.sleep(interval + 0.5)  # the counters reach pipeline_metrics every IOC_METRICS_INTERVAL_S
+            after = (metric_latest(self.db, "sink", "readings_total"), metric_latest(self.db, "bridge", "received_total"))
+            busy = all(after[0].get(w, 0) > before[0].get(w, 0) for w in sinks.values()) and \
+                all(after[1].get(b, 0) > before[1].get(b, 0) for b in self.bridges.values())
+            ok = ok + 1 if busy else 0
+            before = after
+        return time.monotonic() - t0
+
+    def sink_names(self) -> dict[str, str]:
+        """Worker name -> its name in ``pipeline_metrics`` (host:pid)."""
+        host = socket.gethostname()
+        return {name: f"{host}:{self.pid(name)}" for name in self.workers}
+
     def stop(self) -> None:
         self.procs.stop_all()
 
 
 def publish_once(url: str, topic: str, payload: bytes, timeout_s: float = 15.0) -> None:
+    publish_many(url, [(topic, payload)], timeout_s)
+
+
+def publish_many(url: str, messages: Sequence[tuple[str, bytes]], timeout_s: float = 15.0) -> None:
+    """QoS 1, one connection, returns once every message is PUBACKed (or the timeout passed)."""
     client, target, props = make_client(url, client_id=f"bench-one-{uuid.uuid4().hex[:8]}")
     connect(client, target, props)
     client.loop_start()
     try:
-        info = client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout_s)
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        deadline = time.monotonic() + timeout_s
+        for info in infos:
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
     finally:
         client.loop_stop()
         client.disconnect()
@@ -341,6 +431,14 @@ def db_scalar(url: str, query: str, params: Sequence[Any] = ()) -> Any:
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
         return None if row is None else row[0]
+
+
+def metric_latest(db: str, stage: str, metric: str) -> dict[str, float]:
+    """The latest value of one ``pipeline_metrics`` counter per worker (the bridge: its MQTT client id)."""
+    with psycopg.connect(db, autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute("SELECT DISTINCT ON (worker) worker, value FROM pipeline_metrics"
+                            " WHERE stage = %s AND metric = %s ORDER BY worker, ts DESC", (stage, metric)).fetchall()
+    return {str(w): float(v) for w, v in rows}
 
 
 def register_sensors(db: str, sensors: Sequence[tuple[str, str, Mapping[str, float] | None]]) -> None:
@@ -669,6 +767,17 @@ def result_header(bench: str, quick: bool, argv: Sequence[str]) -> dict[str, Any
             "host": host_info(), "command": " ".join([Path(sys.executable).name, *argv])}
 
 
+def add_load_args(ap: argparse.ArgumentParser) -> None:
+    """The options bench_sustained's ``Bench.run_load`` reads, for the benches that reuse it."""
+    ap.add_argument("--drain-bound", type=float, default=2.0,
+                    help="the load passes only if every reading is visible this long after the last publish")
+    ap.add_argument("--drain-timeout", type=float, default=60.0, help="how long to wait for a backlog before counting rows")
+    ap.add_argument("--poll-ms", type=float, default=100.0, help="arrival poll interval (the latency resolution)")
+    ap.add_argument("--sample", type=int, default=10,
+                    help="latency is tracked on readings whose ts in µs is divisible by this (1 = all)")
+    ap.set_defaults(budget=float("inf"))  # Bench's search budget; run_load does not use it
+
+
 def short_tag() -> str:
     return uuid.uuid4().hex[:6]
 
@@ -692,7 +801,7 @@ def _fmt_q(q: Mapping[str, Any] | None) -> str:
 
 
 def summary_rows(out_dir: Path = RESULTS_DIR) -> list[tuple[str, str]]:
-    """(what, figure) rows from raw.json and sustained.json, ratios included."""
+    """(what, figure) rows from raw.json and sustained.json, ratios included, then scaleout.json and soak.json."""
     rows: list[tuple[str, str]] = []
     raw = _load(out_dir, "raw")
     sus = _load(out_dir, "sustained")
@@ -727,6 +836,53 @@ def summary_rows(out_dir: Path = RESULTS_DIR) -> list[tuple[str, str]]:
                              ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))))
             rss = {k: v for k, v in p.get("rss_peak_mb", {}).items() if k != "bench"}
             rows.append((f"RSS peak MB {label}", ", ".join(f"{k} {v:,.0f}" for k, v in sorted(rss.items()))))
+    return rows + scaleout_rows(out_dir) + soak_rows(out_dir)
+
+
+def scaleout_rows(out_dir: Path) -> list[tuple[str, str]]:
+    """(what, figure) rows from scaleout.json: each configuration and its ratio to 1 worker + 1 bridge."""
+    so = _load(out_dir, "scaleout")
+    if not so:
+        return []
+    tag = f"at {so['rate']:,.0f}/s, hold {so['hold_s']:g} s" + (", quick" if so.get("quick") else "")
+    rows: list[tuple[str, str]] = []
+    for key, c in so.get("configs", {}).items():
+        sums = c["cpu_s_per_1k_sums"]
+        rows.append((f"scale-out {key}: {c['label']} ({tag})",
+                     f"CPU-s per 1k {sums['total_pipeline']:.3f} (workers {sums['workers']:.3f}, bridges"
+                     f" {sums['bridges']:.3f}); row p50/p99/max {_fmt_q(c['row_latency_ms'])}; {c['missing_rows']:,}"
+                     " rows missing"))
+    for pair, r in so.get("ratios", {}).items():
+        target = f" (target ≤ 1.15: {'met' if so.get('workers_target_met') else 'not met'})" if pair == "b/a" else ""
+        rows.append((f"ratio: scale-out CPU-s per 1k, {pair}",
+                     ", ".join(f"{k} {r[k]:.2f}" for k in ("total_pipeline", "workers", "bridges") if k in r) + target))
+    return rows
+
+
+def soak_rows(out_dir: Path) -> list[tuple[str, str]]:
+    """(what, figure) rows from soak.json: loss, latency, CPU and each process's memory trend."""
+    sk = _load(out_dir, "soak")
+    if not sk:
+        return []
+    tag = (f"{sk['sensors']:,} sensors every {sk['period_s']:g} s = {sk['rate']:,.0f}/s for {sk['minutes']:g} min"
+           + (", quick" if sk.get("quick") else ""))
+    cpu = sk.get("cpu_s_per_1k_readings", {})
+    rows = [(f"soak ({tag})", f"{sk['missing_rows']:,} rows missing; row p50/p99/max {_fmt_q(sk['row_latency_ms'])};"
+                             f" CPU-s per 1k {cpu.get('total_pipeline', 0):.3f}")]
+    halves = sk.get("cpu_s_per_1k_halves") or {}
+    if halves.get("first_half") is not None:
+        rows.append(("soak CPU-s per 1k, first → second half after warm-up",
+                     f"pipeline {halves['first_half']:.3f} → {halves['second_half']:.3f}; " + ", ".join(
+                         f"{n} {a:.3f} → {b:.3f}" for n, (a, b) in sorted(halves.get("by_process", {}).items()))))
+    for name, m in sk.get("memory", {}).items():
+        r, p = m["rss"], m["pss"]
+        if r.get("slope_mb_per_10min") is None:
+            continue
+        rows.append((f"soak RSS {name}, after {sk['warm_up_min']:.3g} min warm-up",
+                     f"{r['start_mb']:,.0f} → {r['end_mb']:,.0f} MB (peak {r['peak_mb']:,.0f}), slope"
+                     f" {r['slope_mb_per_10min']:+.1f} MB/10 min: {'flat' if r['flat'] else 'GROWING'};"
+                     f" PSS {p['end_mb']:,.0f} MB, {p['slope_mb_per_10min']:+.1f} MB/10 min:"
+                     f" {'flat' if p['flat'] else 'GROWING'}"))
     return rows
 
 
@@ -747,6 +903,8 @@ def write_summary(out_dir: Path = RESULTS_DIR) -> tuple[list[tuple[str, str]], P
     lines = ["# Bench summary", "", f"Written {datetime.now(UTC).isoformat(timespec='seconds')} from "
              f"`bench/results/*.json` on {host_info()['cpus']} CPUs.", "", "| what | figure |", "|---|---|"]
     lines += [f"| {w} | {f} |" for w, f in rows]
+    if (out_dir / "latency.png").exists():
+        lines += ["", "![Latency against offered rate, with the raw limits](latency.png)"]
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return rows, path

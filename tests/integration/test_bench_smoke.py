@@ -78,3 +78,49 @@ def test_quick_raw_and_sustained_benches(tmp_path: Path) -> None:
     rows, path = harness.write_summary(tmp_path)
     assert path is not None and path.read_text().count("\n|") == len(rows) + 2
     assert any(w.startswith("ratio: sustained 10s") for w, _ in rows) or sus["cadences"]["10s"]["sustained_rate"] == 0
+
+
+def test_quick_scaleout_bench(tmp_path: Path) -> None:
+    """Two workers share the consumer group's partitions, two bridges the MQTT shared subscription."""
+    so = _run("bench_scaleout.py", tmp_path, "--quick", "--rate", "100", timeout_s=300)
+    configs = so["configs"]
+    assert set(configs) == {"a", "b", "c"}
+    for c in configs.values():
+        assert c["published"] == c["acked"] == 300
+        assert c["missing_rows"] == 0, c  # counted row by row
+        assert set(c["cpu_s_per_1k_sums"]) == {"workers", "bridges", "total_pipeline"}
+    assert len(configs["b"]["readings_by_worker"]) == 2 and all(n > 0 for n in configs["b"]["readings_by_worker"].values())
+    assert {"worker", "worker2"} <= set(configs["b"]["cpu_s_per_1k_readings"])
+    assert len(configs["c"]["received_by_bridge"]) == 2 and all(n > 0 for n in configs["c"]["received_by_bridge"].values())
+    assert {"bridge", "bridge2"} <= set(configs["c"]["cpu_s_per_1k_readings"])
+    assert set(so["ratios"]) == {"b/a", "c/a"}
+    assert {n for n, _, _ in so["started_pids"]} >= {"mosquitto", "tansu", "postgres", "worker", "worker2", "bridge",
+                                                     "bridge2"}
+    assert _left_running(so["started_pids"]) == []
+
+
+def test_quick_soak_bench_and_latency_plot(tmp_path: Path) -> None:
+    soak = _run("bench_soak.py", tmp_path, "--quick", "--minutes", "0.25", "--sensors", "20", "--sample-every", "3",
+                "--warm-up", "0.05", timeout_s=240)
+    assert soak["missing_rows"] == 0 and soak["load"]["published"] == soak["load"]["acked"] == 300
+    assert set(soak["memory"]) == PIPELINE_PROCS
+    for m in soak["memory"].values():
+        assert m["rss"]["end_mb"] > 0 and m["pss"]["end_mb"] > 0
+        assert m["rss"]["flat"] in (True, False)  # enough samples after the warm-up for a slope
+    assert len(soak["samples"]) >= 5
+    assert _left_running(soak["started_pids"]) == []
+
+    # The plot reads sustained.json and raw.json (not committed: bench/results/.gitignore); a small pair of the same shape.
+    q = {"n": 10, "p50": 150.0, "p99": 400.0, "max": 450.0}
+    step = {"offered_rate": 500.0, "passed": True, "row_latency_ms": q}
+    (tmp_path / "sustained.json").write_text(json.dumps({
+        "hold_s": 5, "drain_bound_s": 2.0, "latency_cadence": "10s", "quick": True,
+        "cadences": {"10s": {"sustained_rate": 500.0, "steps": [step, {**step, "offered_rate": 1000.0, "passed": False}]}},
+        "latency": {"500": {"row_latency_ms": q, "alert_latency_ms": {**q, "n": 3}}}}))
+    (tmp_path / "raw.json").write_text(json.dumps({
+        "hops": {"mqtt_qos1": {"readings_per_s": 9000}, "faust_agent": {"readings_per_s": 13000}},
+        "slowest_hop": {"name": "mqtt_qos1", "readings_per_s": 9000}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "plot_latency.py"), "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
