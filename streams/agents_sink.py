@@ -24,6 +24,7 @@ from ioc.wire import decode_envelope
 from streams.db_worker import DbWorker
 from streams.detector_stage import DetectorStage, Stored
 from streams.faust_compat import as_current_event, committed_offsets
+from streams.kafka_admin import TopicKeeper
 from streams.offset_guard import OffsetGuard
 from streams.pipeline_stats import StageStats, write_stats
 
@@ -152,9 +153,28 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
         assert settings.kafka_url is not None
         return OffsetGuard(p.app, settings.kafka_url, settings.app_id, topic, worker, stats)
 
+    def owned_partitions() -> dict[int, bool] | None:
+        """This worker's readings partitions, each with whether Kafka holds nothing more for it."""
+        consumer = p.app.consumer
+        try:
+            committed = committed_offsets(consumer)  # the next offset to read, as Faust commits it
+            out = {}
+            for tp in consumer.assignment():
+                if tp.topic == p.topics.readings:
+                    high = consumer.highwater(tp)  # None until the first fetch answered
+                    out[tp.partition] = high is not None and high <= (committed.get(tp) or 0)
+            return out
+        except Exception:  # noqa: BLE001 - unknown: judge as before rather than stop the timer
+            return None
+
+    # The table's changelog goes with the worker's topics: a broker that lost its log lost it too.
+    keeper = TopicKeeper(settings.kafka_url, [*p.topics.all(), p.detector_state.changelog_topic.get_topic_name()],
+                         settings.kafka_partitions)
     guard = reader(p.topics.readings)
     stage = DetectorStage(settings, p.detector_state, p.findings.send, stats, p.topics.readings,
-                          rereader=reader(p.topics.readings), sent_reader=reader(p.topics.findings))
+                          rereader=reader(p.topics.readings), sent_reader=reader(p.topics.findings),
+                          owned=owned_partitions, topics_again=keeper.check)
+    guard.on_recreated = stage.topic_recreated
     readings = ReadingsSink(settings, db, guard, stage, stats, p.topics.readings)
 
     async def on_revoked(_sender: Any, revoked: Any = (), **_: Any) -> None:
@@ -215,6 +235,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     p.app.timer(settings.offset_check_s, name="deadletters_offset_tail")(dl_guard.check_tail)
     p.app.agent(p.deadletter, name="deadletters")(deadletters)
     p.app.timer(settings.metrics_interval_s, name="sink_metrics")(flush_metrics)
+    p.app.timer(10.0, name="topics_check")(keeper.check)
 
 
 async def store_poison(db: DbWorker, stats: StageStats, topic: str, value: bytes, at: Position, jump: bool,

@@ -29,7 +29,7 @@ from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, encode_batch
 from ioc.wire import Reading, SensorInfo, ValidationPolicy, encode_envelope, parse_topic, validate
 from streams.envelope_batcher import Batch, EnvelopeBatcher, send_rounds
-from streams.kafka_admin import ensure_topics
+from streams.kafka_admin import TopicKeeper, ensure_topics
 from streams.mqtt_loop import AckToken, CredentialsRefused, MqttLoop
 from streams.pipeline_stats import StageStats
 from streams.sensor_rate_limit import RATE_WINDOW_MAX, RATE_WINDOW_S, ExcessAggregator, SensorRateLimiter
@@ -100,6 +100,8 @@ class Bridge:
         self._register_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-register")
         self.mqtt = MqttLoop(settings, self._from_thread)
         self.producer: AIOKafkaProducer | None = None
+        assert settings.kafka_url is not None
+        self.keeper = TopicKeeper(settings.kafka_url, self.topics.all(), settings.kafka_partitions)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Queue[Batch[Reading, AckToken]] = asyncio.Queue()
         self._inbox: collections.deque[tuple[str, bytes, AckToken]] = collections.deque()  # appended by paho's thread
@@ -186,6 +188,7 @@ class Bridge:
             except KafkaError as e:
                 delay = backoff.next()
                 log.warning("Kafka send of %s failed (%s); retrying in %.2f s", what, e, delay)
+                await self.keeper.check()
                 await asyncio.sleep(delay)
 
     async def _flush_batch(self, batch: Batch[Reading, AckToken]) -> None:

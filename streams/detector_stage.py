@@ -13,17 +13,20 @@ findings topic and readers for re-reading partitions, so a unit test can drive i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from aiokafka.errors import KafkaError
 
 from ioc.models import Finding, FindingBatch
+from ioc.retry import Backoff
 from ioc.settings import Settings
 from ioc.storage.offset_ledger import Position
 from ioc.storage.sensors_store import SensorEntry
@@ -49,7 +52,9 @@ class DetectorStage:
     """Per-partition detector context of one worker; see the module docstring."""
 
     def __init__(self, settings: Settings, table: MutableMapping[str, Any], send: Send, stats: StageStats,
-                 topic: str, rereader: OffsetGuard | None = None, sent_reader: OffsetGuard | None = None) -> None:
+                 topic: str, rereader: OffsetGuard | None = None, sent_reader: OffsetGuard | None = None,
+                 owned: Callable[[], Mapping[int, bool] | None] | None = None,
+                 topics_again: Callable[[], Awaitable[None]] | None = None) -> None:
         self.settings = settings
         self.table = table
         self.send = send
@@ -57,6 +62,10 @@ class DetectorStage:
         self.topic = topic
         self.rereader = rereader  # reads a partition's readings again for a takeover's replay
         self.sent_reader = sent_reader  # reads the findings topic back: what was already sent
+        #: This worker's partitions, each with whether Kafka holds nothing more for it (None: unknown).
+        self.owned = owned
+        #: Creates lost topics again (a broker that lost its log) before a failed send is retried.
+        self.topics_again = topics_again
         self.bank: DetectorBank | None = None
         self.clock = EventClock()
         self.worker_started = datetime.now(UTC)
@@ -179,6 +188,16 @@ class DetectorStage:
         """Partitions taken away: if they come back, their state is restored from the table again."""
         self.caught_up.difference_update(partitions)
 
+    def topic_recreated(self, partition: int) -> None:
+        """The broker lost the partition and it starts again at offset 0: offsets recorded against the
+        old log (each sensor's ``upto``, what the findings topic had sent) would silence the new one.
+        The detectors keep their live state: they saw those readings, and the new log continues them."""
+        for sid in self.partition_sensors(partition):
+            self.seen_upto.pop(sid, None)
+        self.findings_sent_upto[partition] = 0
+        self.caught_up.add(partition)
+        self.flushed_at.pop(partition, None)  # checkpoint at the next envelope, against the new offsets
+
     def checkpoint(self, partition: int, next_offset: int, now: float) -> None:
         if now - self.flushed_at.get(partition, 0.0) < self.settings.detector_checkpoint_s:
             return
@@ -211,14 +230,31 @@ class DetectorStage:
             self.stats.add("detector_errors")
             return []
 
-    async def _send_findings(self, findings: list[Finding], at: Position) -> Any:
+    async def _send(self, batch: FindingBatch, partition: int) -> Any:
         """Send now; the caller awaits the broker's acknowledgement before the envelope is acked or
         checkpointed. Faust would otherwise attach the send to the next offset commit (up to a second
         later on the alert path), and a checkpoint could get ahead of findings that never left."""
-        fut = await self.send(value=_enc.encode(FindingBatch(1, findings, at.offset)), partition=at.partition,
-                              force=True)
-        self.stats.add("findings", len(findings))
+        fut = await self.send(value=_enc.encode(batch), partition=partition, force=True)
+        self.stats.add("findings", len(batch.findings))
         return fut
+
+    async def _acked(self, fut: Any, batch: FindingBatch, partition: int) -> None:
+        """Wait for the broker's ack; a failed send is sent again (never dropped, never a crash of the
+        worker), after the lost topics are created again if the broker came back without them."""
+        backoff = Backoff(base_s=0.2, cap_s=5.0)
+        while True:
+            try:
+                await fut
+                return
+            except KafkaError as e:
+                delay = backoff.next()
+                log.warning("sending %s finding(s) to %s[%s] failed (%s); again in %.1f s",
+                            len(batch.findings), self.topic, partition, e, delay)
+                self.stats.add("findings_send_retries")
+                if self.topics_again is not None:
+                    await self.topics_again()
+                await asyncio.sleep(delay)
+                fut = await self.send(value=_enc.encode(batch), partition=partition, force=True)
 
     async def run(self, items: list[Stored], committed: datetime) -> None:
         """The detectors over stored envelopes in partition order; their findings are acknowledged by
@@ -229,9 +265,10 @@ class DetectorStage:
         for at, rs, _ in items:
             findings = await self.detect_envelope(rs, at)
             if findings:
-                sent.append(await self._send_findings(findings, at))
-        for fut in sent:
-            await fut
+                batch = FindingBatch(1, findings, at.offset)
+                sent.append((await self._send(batch, at.partition), batch, at.partition))
+        for fut, batch, partition in sent:
+            await self._acked(fut, batch, partition)
         last = {at.partition: (at.offset, ev) for at, _, ev in items}
         for partition, (offset, ev) in last.items():
             with as_current_event(ev) if ev is not None else contextlib.nullcontext():
@@ -247,22 +284,29 @@ class DetectorStage:
         if self.bank is None:
             return
         wall = datetime.now(UTC)
+        owned = self.owned() if self.owned is not None else None
         idle: dict[int, list[str]] = defaultdict(list)
         for k in self._sensor_keys():
-            if wall.timestamp() - self.busy_at.get(self.part(k), 0.0) > 2 * self.tick_s:
-                idle[self.part(k)].append(k)
+            part = self.part(k)
+            if owned is not None and part not in owned:
+                continue  # another worker's partition (its state may sit here as a standby): its owner judges it
+            if wall.timestamp() - self.busy_at.get(part, 0.0) > 2 * self.tick_s:
+                idle[part].append(k)
         found: list[Finding] = []
         try:
             for partition, keys in idle.items():
                 if self.clock.observed(partition):
                     found += self.bank.check_silence(keys, self.table, self.clock.now(partition, wall),
                                                      self.clock.started)
-                else:  # nothing from it since this worker started: its clock is unknown, so give it the
-                    # grace of k intervals from the start (a replayed backlog arrives well before that)
+                elif owned is None or owned[partition]:
+                    # Nothing from it since this worker started, and Kafka holds nothing more for it: its
+                    # clock is unknown, so give it the grace of k intervals from the start. A partition
+                    # whose backlog is still waiting (a restart, a rebalance) is not judged before that
+                    # backlog is read: its sensors spoke, the worker has not heard them yet.
                     found += self.bank.check_silence(keys, self.table, wall, self.worker_started)
         except Exception:  # a detector bug must not stop the timer
             log.exception("silence check failed")
             return
         for f in found:
-            await self.send(value=_enc.encode(FindingBatch(1, [f])), partition=self.part(f.sensor_id))
-            self.stats.add("findings", 1)
+            batch = FindingBatch(1, [f])
+            await self._acked(await self._send(batch, self.part(f.sensor_id)), batch, self.part(f.sensor_id))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
@@ -40,3 +42,27 @@ async def ensure_topics(kafka_url: str, topics: list[str], partitions: int, time
         raise ServiceUnavailable("Kafka", kafka_url, f"topics {topics} did not appear")
     finally:
         await admin.close()
+
+
+class TopicKeeper:
+    """Creates the pipeline's topics again when the broker comes back without them.
+
+    A broker that lost its log (Kafka's disk, Tansu's memory storage) answers sends to the lost
+    topics with errors; retrying alone would go on forever. Checks at most every ``every_s``.
+    """
+
+    def __init__(self, kafka_url: str, topics: list[str], partitions: int, every_s: float = 5.0) -> None:
+        self.kafka_url = kafka_url
+        self.topics = topics
+        self.partitions = partitions
+        self.every_s = every_s
+        self._checked = -math.inf  # monotonic time of the last check
+
+    async def check(self) -> None:
+        if time.monotonic() - self._checked < self.every_s:
+            return
+        self._checked = time.monotonic()
+        try:
+            await ensure_topics(self.kafka_url, self.topics, self.partitions, timeout_s=self.every_s)
+        except Exception as e:  # noqa: BLE001 - the broker is still away: the caller retries anyway
+            log.warning("checking the Kafka topics failed: %s", e)

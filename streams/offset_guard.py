@@ -23,7 +23,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ioc.retry import Backoff
-from ioc.storage.offset_ledger import Claim, ClaimResult, Position, forget_partition, next_offsets
+from ioc.storage.offset_ledger import (
+    Claim,
+    ClaimResult,
+    Position,
+    first_record,
+    forget_partition,
+    next_offsets,
+)
 from streams.db_worker import DbWorker
 from streams.faust_compat import commit_lost_range
 from streams.pipeline_stats import StageStats
@@ -50,13 +57,15 @@ class OffsetGuard:
         self._reader: AIOKafkaConsumer | None = None
         self._busy = 0
         self._stalled: dict[Any, tuple[int, int]] = {}  # tp -> (ledger next offset, ticks without progress)
+        #: Told the partition when its topic turns out re-created, before its offset 0 is applied again.
+        self.on_recreated: Callable[[int], None] | None = None
         app.on_before_shutdown.connect(self._on_shutdown)
         stats.add("offset_gaps_filled", 0)
         stats.add("offsets_lost", 0)  # always present, so a dashboard and a test can assert zero
 
     def position(self, event: Any) -> Position:
         msg = event.message
-        return Position(self.stream, int(msg.partition), int(msg.offset))
+        return Position.of(self.stream, int(msg.partition), int(msg.offset), event.value)
 
     async def apply_in_order(self, event: Any, apply: Apply) -> ClaimResult:
         """Apply the event's record; if earlier ones were never applied, apply those first."""
@@ -102,12 +111,14 @@ class OffsetGuard:
     async def _apply_in_order(self, event: Any, apply: Apply) -> ClaimResult:
         at = self.position(event)
         result = await apply(event.value, at, False)
-        if result.claim is Claim.DONE and await self._recreated(at.partition, result.expected):
-            log.error("%s[%s]: the broker's log ends below offset %s, which was already applied: the topic was"
+        if result.claim is Claim.DONE and await self._recreated(at, result.expected):
+            log.error("%s[%s]: offset %s is not the record this partition's ledger applied up to %s: the topic was"
                       " re-created (a broker that lost its log); the ledger starts this partition afresh",
-                      self.topic, at.partition, result.expected)
+                      self.topic, at.partition, at.offset, result.expected)
             self.stats.add("topics_recreated")
             await self.db.run(partial(forget_partition, stream=at.stream, partition=at.partition), "reset ledger")
+            if self.on_recreated is not None:
+                self.on_recreated(at.partition)
             result = await apply(event.value, at, False)
         if result.claim is not Claim.AHEAD:
             return result
@@ -122,7 +133,7 @@ class OffsetGuard:
                 async for offset, value in self._read(at.partition, expected, at.offset):
                     if offset > expected:
                         self._lost(at.partition, expected, offset)
-                    await apply(value, Position(at.stream, at.partition, offset), offset > expected)
+                    await apply(value, Position.of(at.stream, at.partition, offset, value), offset > expected)
                     expected = offset + 1
                 if expected < at.offset:  # the broker no longer has the rest of the range
                     self._lost(at.partition, expected, at.offset)
@@ -135,11 +146,21 @@ class OffsetGuard:
         await commit_lost_range(self.app.consumer, msg.tp, result.expected, at.offset - 1)
         return await apply(event.value, at, expected < at.offset)
 
-    async def _recreated(self, partition: int, expected: int) -> bool:
-        """A redelivered record is below the ledger and the log goes past it; a record below the
-        ledger in a log that ends below it can only come from a topic that started again."""
+    async def _recreated(self, at: Position, expected: int) -> bool:
+        """Whether a record below the ledger comes from a topic that started again, not a redelivery.
+
+        A re-created topic is read from offset 0 first (its consumer group's offsets died with it):
+        the ledger knows the digest of the offset-0 record it started from. Without one (a ledger
+        written before it was kept), a log that ends below the ledger can only be a new one; that
+        misses a new topic that has already grown past the old end, hence the digest.
+        """
         try:
-            return await self.end_offset(partition) < expected
+            if at.first_record is not None:
+                known = await self.db.run(partial(first_record, stream=at.stream, partition=at.partition),
+                                          "read the ledger's first record")
+                if known is not None:
+                    return known != at.first_record
+            return await self.end_offset(at.partition) < expected
         except Exception:  # noqa: BLE001 - cannot tell: treat it as a redelivery, as before
             return False
 

@@ -10,6 +10,7 @@ something in between was skipped and must be fetched again.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,11 +25,32 @@ class Claim(enum.Enum):
 
 @dataclass(frozen=True)
 class Position:
-    """A Kafka record's place: consumer stream (group and topic), partition, offset."""
+    """A Kafka record's place: consumer stream (group and topic), partition, offset.
+
+    ``first_record`` is the digest of the value of a partition's offset-0 record (None at any other
+    offset): the ledger keeps it, so a topic re-created by a broker that lost its log is told
+    apart from a redelivery of the old one.
+    """
 
     stream: str
     partition: int
     offset: int
+    first_record: bytes | None = None
+
+    @classmethod
+    def of(cls, stream: str, partition: int, offset: int, value: bytes | None) -> Position:
+        """The position of a record with this value; hashes only the offset-0 record.
+
+        >>> Position.of("g:t", 0, 5, b"x").first_record is None
+        True
+        >>> Position.of("g:t", 0, 0, b"x").first_record != Position.of("g:t", 0, 0, b"y").first_record
+        True
+        """
+        return cls(stream, partition, offset, record_digest(value) if offset == 0 else None)
+
+
+def record_digest(value: bytes | None) -> bytes:
+    return hashlib.blake2b(value or b"", digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -45,9 +67,9 @@ def claim_offset(cur: psycopg.Cursor, at: Position, *, allow_jump: bool = False)
     """
     if at.offset == 0 or allow_jump:
         cur.execute(
-            "INSERT INTO consumed_offsets (stream, kafka_partition, next_offset) VALUES (%s, %s, %s)"
+            "INSERT INTO consumed_offsets (stream, kafka_partition, next_offset, first_record) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT DO NOTHING RETURNING next_offset",
-            (at.stream, at.partition, at.offset + 1),
+            (at.stream, at.partition, at.offset + 1, at.first_record),
         )
         if cur.fetchone() is not None:
             return ClaimResult(Claim.NEXT, at.offset)
@@ -99,6 +121,13 @@ def next_offsets(conn: psycopg.Connection, stream: str) -> dict[int, int]:
     return {int(p): int(o) for p, o in rows}
 
 
+def first_record(conn: psycopg.Connection, stream: str, partition: int) -> bytes | None:
+    """The digest of the offset-0 record the partition's ledger started from (None if unknown)."""
+    row = conn.execute("SELECT first_record FROM consumed_offsets WHERE stream = %s AND kafka_partition = %s",
+                       (stream, partition)).fetchone()
+    return None if row is None or row[0] is None else bytes(row[0])
+
+
 def forget_partition(conn: psycopg.Connection, stream: str, partition: int) -> None:
-    """The topic was re-created (its end is below what the ledger applied): start it afresh at 0."""
+    """The topic was re-created (a broker that lost its log): start the partition afresh at 0."""
     conn.execute("DELETE FROM consumed_offsets WHERE stream = %s AND kafka_partition = %s", (stream, partition))

@@ -149,15 +149,6 @@ def _restart_tansu(svc: Service) -> Service:
     return Service(svc.name, proc.pid, svc.url, svc.log, svc.data_dir)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pipeline bugs after a broker that lost its log (Tansu memory storage) comes back:"
-    " (1) the offset ledger (consumed_offsets) keeps next_offset of the lost topics, so once a topic"
-    " is re-created from offset 0 the first next_offset envelopes of each partition are discarded as"
-    " redeliveries (restart at once: 2,216 of 7,463 readings lost, all published after the broker was"
-    " back); (2) nothing re-creates lost topics: in one run restarted after the session timeout the"
-    " bridge's sends never completed and the worker's offset commits failed with"
-    " UnknownTopicOrPartitionError every 100 ms, so nothing after the crash was stored until a restart."
-    " See tests/chaos/README.md"))
 @pytest.mark.parametrize("when", list(DELAYS))
 def test_tansu_sigkill(run: ChaosRun, chaos_stack: StackState, flood: Flood, reference: Outcome,
                        record: dict[str, Any], when: str) -> None:

@@ -21,7 +21,14 @@ from ioc.models import Finding
 from ioc.storage.alerts_store import Delivery, apply_finding
 from ioc.storage.deadletters import DeadLetter, write_deadletters
 from ioc.storage.migrate import available_migrations, migrate
-from ioc.storage.offset_ledger import Claim, Position, claim_offset, next_offsets
+from ioc.storage.offset_ledger import (
+    Claim,
+    Position,
+    claim_offset,
+    first_record,
+    forget_partition,
+    next_offsets,
+)
 from ioc.storage.outbox import claim_due, mark_delivered, mark_failed_attempt
 from ioc.storage.readings_sink import WriteResult, write_readings, write_readings_group
 from ioc.wire import Reading
@@ -358,6 +365,28 @@ def test_the_offset_ledger_applies_each_offset_once_and_reports_what_was_skipped
         assert next_offsets(conn, "other") == {}
         with conn.transaction(), conn.cursor() as cur:
             assert claim_offset(cur, Position("other", 3, 0)).claim is Claim.NEXT  # a fresh partition at 0
+
+
+def test_the_ledger_remembers_which_record_a_partition_started_from(db_url: str) -> None:
+    """What tells a topic re-created by a broker that lost its log from a redelivery of the old one."""
+    stream = "g:recreated"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        with conn.transaction(), conn.cursor() as cur:
+            assert claim_offset(cur, Position.of(stream, 1, 0, b"old topic, first envelope")).claim is Claim.NEXT
+        for offset in (1, 2, 3):
+            with conn.transaction(), conn.cursor() as cur:
+                assert claim_offset(cur, Position.of(stream, 1, offset, b"later")).claim is Claim.NEXT
+        old = Position.of(stream, 1, 0, b"old topic, first envelope")
+        new = Position.of(stream, 1, 0, b"new topic, first envelope")
+        assert first_record(conn, stream, 1) == old.first_record != new.first_record
+        with conn.transaction(), conn.cursor() as cur:  # the ledger alone cannot tell: the guard compares
+            assert claim_offset(cur, new).claim is Claim.DONE
+        forget_partition(conn, stream, 1)
+        with conn.transaction(), conn.cursor() as cur:
+            assert claim_offset(cur, new).claim is Claim.NEXT
+        assert first_record(conn, stream, 1) == new.first_record
+        assert next_offsets(conn, stream) == {1: 1}
+        assert first_record(conn, stream, 2) is None  # a partition the ledger has not seen
 
 
 def test_readings_are_written_only_for_the_next_offset(db_url: str) -> None:

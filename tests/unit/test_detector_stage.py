@@ -24,13 +24,16 @@ RAIN = SensorEntry("RAIN_X", "rain", "rain", ("rain_mm",), 300.0, None, {})
 class Sent:
     """The findings topic: records each batch and acknowledges it only when told to."""
 
-    def __init__(self) -> None:
+    def __init__(self, ack_at_once: bool = False) -> None:
         self.batches: list[tuple[int, FindingBatch]] = []
         self.pending: list[asyncio.Future[None]] = []
+        self.ack_at_once = ack_at_once
 
     async def send(self, *, value: bytes, partition: int, force: bool = False) -> asyncio.Future[None]:
         self.batches.append((partition, msgspec.json.decode(value, type=FindingBatch)))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.ack_at_once:
+            fut.set_result(None)
         self.pending.append(fut)
         return fut
 
@@ -131,3 +134,52 @@ def test_detectors_off_sends_nothing() -> None:
     stage = _stage({}, sent, detectors_enabled=False)
     asyncio.run(_feed(stage, [[_gauge(i, 12.0)] for i in range(5)]))
     assert sent.batches == []
+
+
+def test_after_a_restart_the_silence_timer_waits_for_a_partitions_backlog_and_leaves_others_alone() -> None:
+    sent = Sent()
+    table: dict[str, Any] = {}
+    asyncio.run(_feed(_stage(table, sent, detector_checkpoint_s=0.0), [[_gauge(i, 3.0), _rain(i)] for i in range(20)]))
+    assert table  # checkpointed: what a restarted worker finds in its table
+
+    def judged(owned: dict[int, bool] | None) -> list[tuple[str, str]]:
+        after = Sent(ack_at_once=True)
+        stage = _stage(table, after)  # the restarted worker: nothing heard yet on this partition
+        stage.owned = lambda: owned
+        stage.worker_started -= timedelta(days=1)  # long past any grace from the start
+        asyncio.run(stage.silence_timer())
+        return sorted(after.rules())
+
+    assert judged({}) == []  # another worker owns partition 0
+    assert judged({0: False}) == []  # its backlog is still in Kafka: the sensors spoke, unheard yet
+    silent = [(GAUGE.sensor_id, "sensor_silent"), (RAIN.sensor_id, "sensor_silent")]
+    assert judged({0: True}) == silent  # drained, and still nothing: silent
+    assert judged(None) == silent  # ownership unknown: judged as before
+
+
+def test_a_findings_send_the_broker_refuses_is_sent_again_after_the_topics_are_checked() -> None:
+    from aiokafka.errors import UnknownTopicOrPartitionError
+
+    class Refusing(Sent):
+        """The first send fails, as after a broker that came back without the topic."""
+
+        async def send(self, *, value: bytes, partition: int, force: bool = False) -> asyncio.Future[None]:
+            fut = await super().send(value=value, partition=partition, force=force)
+            if len(self.batches) == 1:
+                fut.set_exception(UnknownTopicOrPartitionError())
+            else:
+                fut.set_result(None)
+            return fut
+
+    sent = Refusing()
+    checks: list[int] = []
+
+    async def topics_again() -> None:
+        checks.append(len(sent.batches))
+
+    stage = _stage({}, sent)
+    stage.topics_again = topics_again
+    asyncio.run(_feed(stage, [[_gauge(i, round(6.0 + 0.1 * i, 2))] for i in range(30)], ack=False))
+    first = sent.batches[0][1]
+    assert [b for _, b in sent.batches].count(first) == 2  # the refused batch went again, nothing dropped
+    assert checks == [1]  # the topics were checked before the second try
