@@ -69,7 +69,7 @@ def publish_simulation(
     try:
         pacer = Pacer(v0=sc.t0 + offset, speed=speed)
         publisher.publish_chunks(iter_chunks(sim, offset), pacer, stop=stop, progress=progress)
-        publisher.wait_acked(ack_timeout)
+        publisher.finish(ack_timeout)
         c = publisher.counts
     finally:
         publisher.close()

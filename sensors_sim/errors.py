@@ -15,3 +15,8 @@ class ScenarioError(IocError):
 
 class RecordingError(IocError):
     """A recording file cannot be read; the message names the file and line."""
+
+
+class PublishIncomplete(IocError):
+    """The broker did not acknowledge every message in time: a publish that returns must mean the
+    broker owns every message, so the command fails instead of reporting a partial run as done."""

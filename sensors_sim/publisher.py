@@ -21,6 +21,7 @@ from ioc.mqtt_client import connect, make_client
 from ioc.settings import mask_url
 from sensors_sim.clock import Pacer
 from sensors_sim.encode import Chunk
+from sensors_sim.errors import PublishIncomplete
 
 #: Messages handed to paho but not yet acknowledged (paho stalls at 65,535 unacked; this bounds memory).
 WINDOW = 20_000
@@ -133,6 +134,14 @@ class Publisher:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.002)
+
+    def finish(self, timeout: float = 60.0) -> None:
+        """Wait for every acknowledgement; :class:`PublishIncomplete` names how many are missing."""
+        if not self.wait_acked(timeout):
+            missing = len(self._pending)
+            raise PublishIncomplete(
+                f"{missing} of {self.counts.sent} message(s) were not acknowledged by the MQTT broker"
+                f" {mask_url(self.url)} within {timeout:g} s; they may not have been delivered")
 
     def close(self) -> None:
         self.client.disconnect()

@@ -84,7 +84,7 @@ def replay(
     publisher = Publisher(url)
     try:
         publisher.publish_chunks([chunk], Pacer(v0=t_first, speed=speed), stop=stop, progress=progress)
-        publisher.wait_acked()
+        publisher.finish()
         return publisher.counts
     finally:
         publisher.close()

@@ -131,3 +131,38 @@ def test_recording_has_receive_times(mqtt_url: str) -> None:
     finally:
         rec.close()
     assert len(got) == 1 and abs(got[0].t - datetime.now(UTC).timestamp()) < 10
+
+
+def test_a_publish_the_broker_never_acknowledges_fails_and_says_how_much(tmp_path: Path) -> None:
+    """`ioc simulate` and `ioc replay` end with Publisher.finish: a broker that stops answering must
+    turn into an error naming the missing acknowledgements, not a run reported as complete."""
+    import signal
+
+    from ioc.stack.process import stop_pid
+    from ioc.stack.services import start_mosquitto
+    from sensors_sim.clock import Pacer
+    from sensors_sim.encode import Chunk
+    from sensors_sim.errors import PublishIncomplete
+    from sensors_sim.publisher import Publisher
+
+    svc = start_mosquitto(tmp_path / "mosquitto")
+    chunk = Chunk(emit=[0.0] * 5, topics=["khanhhoa/v1/rain/RAIN_X"] * 5, payloads=[b"{}"] * 5, malformed=[False] * 5)
+    try:
+        pub = Publisher(svc.url)
+        try:
+            pub.publish_chunks([chunk], Pacer(v0=0.0, speed=None))
+            pub.finish(timeout=10.0)  # the control: an answering broker owns all five
+            assert pub.counts.published == 5
+            os.kill(svc.pid, signal.SIGSTOP)
+            try:
+                pub.publish_chunks([chunk], Pacer(v0=0.0, speed=None))
+                with pytest.raises(PublishIncomplete, match=r"5 of 10 message\(s\) were not acknowledged") as e:
+                    pub.finish(timeout=1.0)
+                password = svc.url.split("@")[0].rsplit(":", 1)[1]
+                assert password not in str(e.value)  # the broker is named, its password is not
+            finally:
+                os.kill(svc.pid, signal.SIGCONT)
+        finally:
+            pub.close()
+    finally:
+        stop_pid(svc.pid)
