@@ -44,7 +44,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sustained import Bench
+from bench_sustained import Bench, setting
 from harness import (
     RESULTS_DIR,
     BenchStack,
@@ -85,7 +85,7 @@ def run_config(args: argparse.Namespace, stack: BenchStack, pids: StartedPids, k
     tag = f"{key}{short_tag()}"
     console.print(f"[bold]{key}: {label}[/] at {args.rate:,.0f} readings/s, hold {args.hold:g} s")
     pipe = PipelineProcs(stack, stack.new_database(tag), tag, pids, IOC_REGISTRY_REFRESH_S=str(args.registry_refresh),
-                         **({"IOC_METRICS_INTERVAL_S": "1"} if args.quick else {}))
+                         **({"IOC_METRICS_INTERVAL_S": "1"} if args.quick else {}), **dict(args.set))
     watch = stack.watch()
     try:
         t0 = time.monotonic()
@@ -206,6 +206,8 @@ def main() -> None:
     ap.add_argument("--warm-up-timeout", type=float, default=300.0,
                     help="seconds until every worker and bridge must be busy")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="where scaleout.json goes")
+    ap.add_argument("--set", action="append", default=[], type=setting, metavar="IOC_NAME=VALUE",
+                    help="a setting for every worker and bridge of the run, e.g. IOC_TABLE_STANDBY_REPLICAS=0")
     args = ap.parse_args()
     q = args.quick
     args.rate = args.rate or (200.0 if q else 1000.0)

@@ -412,7 +412,8 @@ def print_tables(data: dict[str, Any]) -> None:
         console.print(t)
 
 
-def _setting(text: str) -> tuple[str, str]:
+def setting(text: str) -> tuple[str, str]:
+    """``--set IOC_NAME=VALUE``: a worker/bridge setting for the run (compare configurations)."""
     name, sep, value = text.partition("=")
     if not sep or not name.startswith("IOC_"):
         raise argparse.ArgumentTypeError(f"expected IOC_NAME=VALUE, got {text!r}")
@@ -446,7 +447,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds for the whole search; it stops early when exceeded (default 840; --quick 100)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="where sustained.json goes")
-    ap.add_argument("--set", action="append", default=[], type=_setting, metavar="IOC_NAME=VALUE",
+    ap.add_argument("--set", action="append", default=[], type=setting, metavar="IOC_NAME=VALUE",
                     help="a setting for the bench's worker and bridge, to compare configurations (repeatable)")
     args = ap.parse_args()
     q = args.quick

@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> Pipeline:
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        table_standby_replicas=settings.table_standby_replicas,
         stream_buffer_maxsize=64,  # envelopes, not readings: bounds memory during a DB outage
     )
     p = settings.kafka_partitions
