@@ -117,8 +117,8 @@ class Settings(BaseSettings):
         " queued up while the previous one ran; 1 = a transaction per envelope)"
     )
     table_standby_replicas: int = Field(
-        1, ge=0, le=8, description="worker: standby copies of each detector-state partition kept by other workers"
-        " (a takeover is faster; 0 saves each worker reading the others' changelogs)"
+        0, ge=0, le=8, description="worker: standby copies of each detector-state partition kept by other workers"
+        " (a takeover skips reading the changelog; each copy costs every worker reading the others' changelogs)"
     )
     detector_checkpoint_s: float = Field(
         2.0, ge=0, le=300, description="worker: how often each partition's detector state is checkpointed to the"
