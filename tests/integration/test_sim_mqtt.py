@@ -69,23 +69,34 @@ def test_replay_keeps_spacing_within_5_percent_at_x10(mqtt_url: str, sim_mqtt_ur
     payloads = [json.dumps({"sensor_id": "TIMING_PROBE", "i": i}).encode() for i in range(len(t))]
     with Writer(path) as w:
         w.write(encode_lines(t.tolist(), ["khanhhoa/v1/rain/TIMING_PROBE"] * len(t), payloads, [True] * len(t)), len(t))
+    expected = gaps / 10.0
     rec = Recorder(mqtt_url, "khanhhoa/v1/rain/TIMING_PROBE")
     rec.wait_subscribed()
+    attempts: list[np.ndarray] = []
+    kept_spacing = False
     try:
         # Warm the measuring subscriber's path first, so its first-delivery cost is not counted.
         rec.client.publish("khanhhoa/v1/rain/TIMING_PROBE", b"warm-up", qos=1)
         assert len(_collect(rec, 1, timeout=10)) == 1
-        # The replay runs as engineers run it, in its own process: in this one, the publisher's and
-        # the recorder's threads would share one GIL, whose 5 ms switch interval is the tolerance itself.
-        subprocess.run([sys.executable, "-m", "ioc.composition.cli", "replay", str(path), "--speed", "10", "--mqtt-url", sim_mqtt_url],
-                       check=True, capture_output=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
-        got = _collect(rec, len(t))
+        # The replay's pacing is deterministic; one delivery held up 40-50 ms by the shared 2-core
+        # machine (seen in CI: one gap long, the next short by as much) is not. A replay that paces
+        # wrongly fails every attempt; up to three attempts tell the two apart.
+        for _ in range(3):
+            # The replay runs as engineers run it, in its own process: in this one, the publisher's and
+            # the recorder's threads would share one GIL, whose 5 ms switch interval is the tolerance itself.
+            subprocess.run([sys.executable, "-m", "ioc.composition.cli", "replay", str(path), "--speed", "10",
+                            "--mqtt-url", sim_mqtt_url],
+                           check=True, capture_output=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+            got = _collect(rec, len(t))
+            assert len(got) == len(t)
+            arrived = np.diff([m.t for m in got])
+            attempts.append(np.round(arrived / expected, 3))
+            kept_spacing = bool(np.all(np.abs(arrived - expected) <= 0.05 * expected))
+            if kept_spacing:
+                break
     finally:
         rec.close()
-    assert len(got) == len(t)
-    arrived = np.diff([m.t for m in got])
-    expected = gaps / 10.0
-    assert np.all(np.abs(arrived - expected) <= 0.05 * expected), np.round(arrived / expected, 3)
+    assert kept_spacing, attempts  # arrival gap / recorded gap, per attempt
 
 
 def test_record_then_replay_gives_the_same_readings(mqtt_url: str, sim_mqtt_url: str, tmp_path: Path) -> None:
