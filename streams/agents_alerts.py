@@ -1,29 +1,30 @@
-"""Alerts agent: findings become alert transitions and outbox notifications in one transaction.
+"""Alerts stage: findings become alert transitions and outbox notifications in one transaction.
 
-Delivery is not done here: the dispatcher takes the outbox, one loop per channel, so neither a
-slow channel nor a dead one holds up the findings (or storage). New notifications wake the
-dispatcher at once, which keeps the reading → alert path short.
+The worker that stores a reading and runs its detectors applies their findings itself
+(:class:`AlertApplier`). Delivery is not done here: the dispatcher takes the outbox, one loop per
+channel, so neither a slow channel nor a dead one holds up the findings (or storage). New
+notifications wake the dispatcher at once, which keeps the reading → alert path short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from ioc.alerting.rules import load_rules
+from ioc.models import Finding
 from ioc.settings import Settings
-from ioc.storage.alerts_store import Delivery, acknowledge, apply_findings, due_repeats
-from ioc.storage.offset_ledger import ClaimResult, Position
+from ioc.storage.alerts_store import Delivery, acknowledge, apply_detected, due_repeats
+from ioc.storage.offset_ledger import alerts_stream
 from streams.ack_listener import AckListener, AckRequest
-from streams.agents_sink import findings_of, store_poison
 from streams.alert_channels import build_channels
 from streams.alert_dispatcher import Dispatcher
 from streams.db_worker import DbWorker
-from streams.offset_guard import OffsetGuard
 from streams.pipeline_stats import StageStats, write_stats
 
 if TYPE_CHECKING:
@@ -33,7 +34,39 @@ log = logging.getLogger(__name__)
 _enc = msgspec.json.Encoder()
 
 
-def register_alert_agents(p: Pipeline, settings: Settings) -> None:
+class AlertApplier:
+    """Applies the findings of stored readings in the worker that made them: alert transitions and
+    their outbox rows in one transaction, claimed per source record (exactly once across crashes),
+    then straight to the dispatcher. No Kafka hop and no second agent sit on the alert path; the
+    findings topic stays the record of what the detectors found."""
+
+    def __init__(self, p: Pipeline, db: DbWorker, delivery: Delivery, dispatcher: Dispatcher,
+                 stats: StageStats, stream: str) -> None:
+        self.p = p
+        self.db = db
+        self.delivery = delivery
+        self.dispatcher = dispatcher
+        self.stats = stats
+        self.stream = stream
+
+    async def apply(self, batches: Sequence[tuple[int | None, int | None, list[Finding]]]) -> None:
+        notes = await self.db.run(partial(apply_detected, batches=batches, stream=self.stream,
+                                          delivery=self.delivery), "apply findings")
+        self.stats.add("findings", sum(len(f) for _, _, f in batches))
+        if not notes:
+            return
+        self.stats.add("notifications", len(notes))
+        self.dispatcher.wake(notes)
+        seen: set[int] = set()
+        for n in notes:
+            if n.alert.alert_id not in seen:
+                seen.add(n.alert.alert_id)
+                log.info("alert %s %s: %s (%s)", n.alert.alert_id, n.event, n.alert.message, n.alert.severity)
+                await self.p.alerts.send(value=_enc.encode(n.alert), key=str(n.alert.alert_id).encode(),
+                                         force=True)
+
+
+def register_alert_agents(p: Pipeline, settings: Settings) -> AlertApplier:
     assert settings.database_url is not None and settings.kafka_url is not None
     db = DbWorker(settings.database_url, "alerts")
     outbox_db = DbWorker(settings.database_url, "outbox")
@@ -44,34 +77,8 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
     delivery = Delivery(rules, tuple(channels))
     dispatcher = Dispatcher(outbox_db, channels, notify_stats, poll_s=settings.dispatch_poll_s,
                             give_up_s=settings.notify_give_up_s, retry_cap_s=settings.notify_retry_cap_s)
-    guard = OffsetGuard(p.app, settings.kafka_url, settings.app_id, p.topics.findings, db, stats)
+    applier = AlertApplier(p, db, delivery, dispatcher, stats, alerts_stream(f"{settings.app_id}:{p.topics.readings}"))
     log.info("alert rules from %s; channels: %s", rules.source, ", ".join(channels) or "none")
-
-    async def apply_batch(value: bytes, at: Position, jump: bool) -> ClaimResult:
-        try:
-            findings = findings_of(value)
-        except (msgspec.DecodeError, TypeError) as e:
-            return await store_poison(db, stats, p.topics.findings, value, at, jump, "bad_findings_batch", str(e))
-        claimed, notes = await db.run(
-            partial(apply_findings, findings=findings, delivery=delivery, at=at, allow_jump=jump), "apply findings")
-        assert claimed is not None
-        stats.add("findings", len(findings))
-        if notes:
-            stats.add("notifications", len(notes))
-            dispatcher.wake(notes)
-            seen: set[int] = set()
-            for n in notes:
-                if n.alert.alert_id not in seen:
-                    seen.add(n.alert.alert_id)
-                    log.info("alert %s %s: %s (%s)", n.alert.alert_id, n.event, n.alert.message, n.alert.severity)
-                    await p.alerts.send(value=_enc.encode(n.alert), partition=at.partition, force=True)
-        return claimed
-
-    async def alerts(stream: Any) -> None:
-        stream.enable_acks = False
-        async for event in stream.events():
-            await guard.apply_in_order(event, apply_batch)
-            await stream.ack(event)
 
     async def ack(req: AckRequest) -> None:
         notes = await db.run(partial(acknowledge, alert_id=req.alert_id, by=req.by, delivery=delivery,
@@ -107,8 +114,7 @@ def register_alert_agents(p: Pipeline, settings: Settings) -> None:
         if rows:
             await db.run(partial(write_stats, rows=rows), "write alert metrics")
 
-    p.app.agent(p.findings, name="alerts")(alerts)
     p.app.task(run_dispatcher)
     p.app.timer(settings.repeat_check_s, name="alert_repeats")(repeats)
     p.app.timer(settings.metrics_interval_s, name="alerts_metrics")(flush_metrics)
-    p.app.timer(settings.offset_check_s, name="findings_offset_tail")(guard.check_tail)
+    return applier

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ioc.models import Finding, FindingBatch
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, decode_batch, write_deadletters
 from ioc.storage.offset_ledger import Claim, ClaimResult, Position
@@ -22,7 +21,7 @@ from ioc.storage.readings_sink import write_readings, write_readings_group
 from ioc.storage.sensors_store import load_sensor_entries
 from ioc.wire import decode_envelope
 from streams.db_worker import DbWorker
-from streams.detector_stage import DetectorStage, Stored
+from streams.detector_stage import ApplyAlerts, DetectorStage, Stored
 from streams.faust_compat import as_current_event, committed_offsets
 from streams.kafka_admin import TopicKeeper
 from streams.offset_guard import OffsetGuard
@@ -143,7 +142,7 @@ class ReadingsSink:
                 await stream.ack(event)
 
 
-def register_sink_agents(p: Pipeline, settings: Settings) -> None:
+def register_sink_agents(p: Pipeline, settings: Settings, apply_alerts: ApplyAlerts | None = None) -> None:
     assert settings.database_url is not None and settings.kafka_url is not None
     db = DbWorker(settings.database_url, "sink")
     dl_db = DbWorker(settings.database_url, "deadletters")
@@ -173,7 +172,7 @@ def register_sink_agents(p: Pipeline, settings: Settings) -> None:
     guard = reader(p.topics.readings)
     stage = DetectorStage(settings, p.detector_state, p.findings.send, stats, p.topics.readings,
                           rereader=reader(p.topics.readings), sent_reader=reader(p.topics.findings),
-                          owned=owned_partitions, topics_again=keeper.check)
+                          owned=owned_partitions, topics_again=keeper.check, apply_alerts=apply_alerts)
     guard.on_recreated = stage.topic_recreated
     readings = ReadingsSink(settings, db, guard, stage, stats, p.topics.readings)
 
@@ -248,6 +247,3 @@ async def store_poison(db: DbWorker, stats: StageStats, topic: str, value: bytes
         log.error("poison record %s[%s]@%s: %s", topic, at.partition, at.offset, detail[:200])
     return ClaimResult(written.claim, written.expected_offset or at.offset)
 
-
-def findings_of(raw: bytes) -> list[Finding]:
-    return msgspec.json.decode(raw, type=FindingBatch).findings

@@ -66,6 +66,5 @@ def create_app(settings: Settings) -> Pipeline:
     from streams.agents_alerts import register_alert_agents
     from streams.agents_sink import register_sink_agents
 
-    register_sink_agents(pipeline, settings)
-    register_alert_agents(pipeline, settings)
+    register_sink_agents(pipeline, settings, register_alert_agents(pipeline, settings).apply)
     return pipeline

@@ -46,6 +46,9 @@ Send = Callable[..., Awaitable[Any]]
 #: A stored envelope for :meth:`DetectorStage.run`: where it came from, its readings, and the event
 #: whose changelog partition the checkpoint goes to (None keeps the current one).
 Stored = tuple[Position, list[Reading], Any]
+#: Applies findings as alerts, each batch with the partition and offset of the record that made it
+#: (None, None for the silence timer's); see :class:`streams.agents_alerts.AlertApplier`.
+ApplyAlerts = Callable[[list[tuple[int | None, int | None, list[Finding]]]], Awaitable[None]]
 
 
 class DetectorStage:
@@ -54,7 +57,8 @@ class DetectorStage:
     def __init__(self, settings: Settings, table: MutableMapping[str, Any], send: Send, stats: StageStats,
                  topic: str, rereader: OffsetGuard | None = None, sent_reader: OffsetGuard | None = None,
                  owned: Callable[[], Mapping[int, bool] | None] | None = None,
-                 topics_again: Callable[[], Awaitable[None]] | None = None) -> None:
+                 topics_again: Callable[[], Awaitable[None]] | None = None,
+                 apply_alerts: ApplyAlerts | None = None) -> None:
         self.settings = settings
         self.table = table
         self.send = send
@@ -66,6 +70,9 @@ class DetectorStage:
         self.owned = owned
         #: Creates lost topics again (a broker that lost its log) before a failed send is retried.
         self.topics_again = topics_again
+        #: Turns findings into alerts before they are sent to the findings topic: an envelope whose
+        #: findings the topic has is thereby one whose alerts were applied (see :meth:`run`).
+        self.apply_alerts = apply_alerts
         self.bank: DetectorBank | None = None
         self.clock = EventClock()
         self.worker_started = datetime.now(UTC)
@@ -257,16 +264,27 @@ class DetectorStage:
                 fut = await self.send(value=_enc.encode(batch), partition=partition, force=True)
 
     async def run(self, items: list[Stored], committed: datetime) -> None:
-        """The detectors over stored envelopes in partition order; their findings are acknowledged by
-        Kafka before any partition is checkpointed (and before the caller acks the envelopes)."""
+        """The detectors over stored envelopes in partition order. Their findings become alerts (one
+        transaction, claimed per envelope), then go to the findings topic, acknowledged by Kafka
+        before any partition is checkpointed and before the caller acks the envelopes.
+
+        Alerts first: a crash in between leaves findings the topic lacks, so the redelivered envelope
+        is detected aloud again; its alerts are skipped by their claim and the topic gets the batch.
+        The other order would leave a sent batch whose alerts never came (the redelivery runs silent).
+        """
         if not self.settings.detectors_enabled or self.bank is None:
             return
-        sent = []
+        found: list[tuple[Position, list[Finding]]] = []
         for at, rs, _ in items:
             findings = await self.detect_envelope(rs, at)
             if findings:
-                batch = FindingBatch(1, findings, at.offset)
-                sent.append((await self._send(batch, at.partition), batch, at.partition))
+                found.append((at, findings))
+        if found and self.apply_alerts is not None:
+            await self.apply_alerts([(at.partition, at.offset, f) for at, f in found])
+        sent = []
+        for at, findings in found:
+            batch = FindingBatch(1, findings, at.offset)
+            sent.append((await self._send(batch, at.partition), batch, at.partition))
         for fut, batch, partition in sent:
             await self._acked(fut, batch, partition)
         last = {at.partition: (at.offset, ev) for at, _, ev in items}
@@ -307,6 +325,8 @@ class DetectorStage:
         except Exception:  # a detector bug must not stop the timer
             log.exception("silence check failed")
             return
+        if found and self.apply_alerts is not None:
+            await self.apply_alerts([(None, None, [f]) for f in found])
         for f in found:
             batch = FindingBatch(1, [f])
             await self._acked(await self._send(batch, self.part(f.sensor_id)), batch, self.part(f.sensor_id))

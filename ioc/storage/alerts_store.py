@@ -26,7 +26,7 @@ from ioc.alerting.notification import AlertView, Notification
 from ioc.alerting.rules import AlertRule, AlertRules, group_value
 from ioc.domain import SEVERITIES
 from ioc.models import Finding
-from ioc.storage.offset_ledger import Claim, ClaimResult, Position, claim_offset
+from ioc.storage.offset_ledger import Claim, ClaimResult, Position, claim_offset, claim_sparse
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _ALERT_COLS = (
@@ -331,6 +331,33 @@ def apply_findings(
         for group in _groups(findings):
             _apply(cur, group, delivery, at_now, out)
     return claimed, out
+
+
+def apply_detected(
+    conn: psycopg.Connection, batches: Sequence[tuple[int | None, int | None, Sequence[Finding]]], stream: str,
+    delivery: Delivery, *, now: datetime | None = None,
+) -> list[Notification]:
+    """The findings of stored records, applied by the worker that made them, in one transaction.
+
+    Each batch is ``(partition, offset, findings)`` of the record that produced it, claimed in the
+    sparse ledger ``stream`` (see :func:`claim_sparse`): a record redelivered after a crash changes
+    nothing the second time. ``(None, None, findings)`` has no source record (the silence timer's,
+    as when they went through the findings topic: a repeat only updates the open alert).
+    """
+    out: list[Notification] = []
+    at_now = now or datetime.now(UTC)
+    newest: dict[int, int] = {}
+    for p, o, _ in batches:
+        if p is not None and o is not None:
+            newest[p] = max(o, newest.get(p, -1))
+    with conn.transaction(), conn.cursor() as cur:
+        applied_below = claim_sparse(cur, stream, newest)
+        for p, o, findings in batches:
+            if p is not None and o is not None and o < applied_below.get(p, 0):
+                continue
+            for group in _groups(findings):
+                _apply(cur, group, delivery, at_now, out)
+    return out
 
 
 def acknowledge(conn: psycopg.Connection, alert_id: int, by: str, delivery: Delivery, note: str | None = None,

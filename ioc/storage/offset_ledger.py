@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -129,5 +129,47 @@ def first_record(conn: psycopg.Connection, stream: str, partition: int) -> bytes
 
 
 def forget_partition(conn: psycopg.Connection, stream: str, partition: int) -> None:
-    """The topic was re-created (a broker that lost its log): start the partition afresh at 0."""
-    conn.execute("DELETE FROM consumed_offsets WHERE stream = %s AND kafka_partition = %s", (stream, partition))
+    """The topic was re-created (a broker that lost its log): start the partition afresh at 0, and
+    forget which of its records' alerts were applied (those offsets named the old log)."""
+    conn.execute("DELETE FROM consumed_offsets WHERE stream = ANY(%s) AND kafka_partition = %s",
+                 ([stream, alerts_stream(stream)], partition))
+
+
+def alerts_stream(stream: str) -> str:
+    """The ledger key of the alerts that a stream's records produced (their findings, applied by
+    the worker that stored them). Its offsets are sparse: only records that produced findings.
+
+    >>> alerts_stream("ioc:khanhhoa.readings")
+    'ioc:khanhhoa.readings>alerts'
+    """
+    return f"{stream}>alerts"
+
+
+def claim_sparse(cur: psycopg.Cursor, stream: str, newest: Mapping[int, int]) -> dict[int, int]:  # type: ignore[type-arg]
+    """Claim, inside the writer's transaction, every offset up to ``newest[partition]`` whose output
+    it applies; returns each partition's previous next offset: offsets below it were applied before
+    (a redelivery) and must be skipped. Unlike :func:`claim_offset` gaps are normal here (records
+    without output claim nothing), so the ledger only moves forward. Rows are locked in partition
+    order, so two workers overlapping during a rebalance cannot deadlock.
+    """
+    if not newest:
+        return {}
+    parts = sorted(newest)
+    cur.execute(
+        "INSERT INTO consumed_offsets (stream, kafka_partition, next_offset)"
+        " SELECT %s, p, 0 FROM unnest(%s::int[]) AS p ON CONFLICT DO NOTHING",
+        (stream, parts),
+    )
+    cur.execute(
+        "SELECT kafka_partition, next_offset FROM consumed_offsets WHERE stream = %s AND kafka_partition = ANY(%s)"
+        " ORDER BY kafka_partition FOR UPDATE",
+        (stream, parts),
+    )
+    before = {int(p): int(o) for p, o in cur.fetchall()}
+    cur.execute(
+        "UPDATE consumed_offsets c SET next_offset = v.upto + 1, updated_at = now()"
+        " FROM unnest(%s::int[], %s::bigint[]) AS v(p, upto)"
+        " WHERE c.stream = %s AND c.kafka_partition = v.p AND c.next_offset <= v.upto",
+        (parts, [newest[p] for p in parts], stream),
+    )
+    return before

@@ -14,8 +14,16 @@ from psycopg.types.json import Jsonb
 
 from ioc.alerting.rules import load_rules, parse_rules
 from ioc.models import Finding
-from ioc.storage.alerts_store import Delivery, acknowledge, apply_finding, apply_findings, due_repeats
+from ioc.storage.alerts_store import (
+    Delivery,
+    acknowledge,
+    apply_detected,
+    apply_finding,
+    apply_findings,
+    due_repeats,
+)
 from ioc.storage.migrate import migrate
+from ioc.storage.offset_ledger import alerts_stream, forget_partition
 from ioc.storage.silences import add_silence, expire_silence
 from tests.conftest import fresh_db
 
@@ -169,6 +177,32 @@ def test_an_escalation_after_acknowledgement_reopens_the_alert(conn: psycopg.Con
     acknowledge(conn, n.alert.alert_id, "Lan", DELIVERY)
     apply_finding(conn, flood("HYD_NINH_HOA", "critical", 5), DELIVERY)
     assert _rows(conn, "SELECT state, severity, acknowledged_by FROM alerts") == [("open", "critical", "Lan")]
+
+
+def test_findings_applied_by_their_worker_count_once_per_source_record(conn: psycopg.Connection) -> None:
+    """The worker that stores a reading applies its findings (no findings topic in between): an
+    envelope redelivered after a crash, or an older one of the same partition, changes nothing."""
+    stream = alerts_stream("ioc:test.readings")
+
+    def events(batches: list[tuple[int | None, int | None, list[Finding]]]) -> list[tuple[str, str]]:
+        return [(n.event, n.alert.severity) for n in apply_detected(conn, batches, stream, DELIVERY)
+                if n.channel == "mqtt"]
+
+    assert events([(3, 10, [flood("HYD_NINH_HOA", "info", 0)])]) == [("opened", "info")]
+    assert events([(3, 10, [flood("HYD_NINH_HOA", "warning", 1)])]) == []  # offset 10 again: already applied
+    # A group: partition 3's offset 9 is older than what it applied; offset 12 and partition 5 are new
+    # (Đức Mỹ is upstream on the same river: one incident).
+    got = events([(3, 9, [flood("HYD_NINH_HOA", "critical", 2)]), (5, 4, [flood("HYD_DUC_MY", "info", 3)]),
+                  (3, 12, [flood("HYD_NINH_HOA", "warning", 4)])])
+    assert got == [("updated", "info"), ("escalated", "warning")]
+    assert _rows(conn, "SELECT severity, peak_severity FROM alerts WHERE state = 'open'") == [("warning", "warning")]
+    # The silence timer's findings have no source record: they are not claimed.
+    assert events([(None, None, [flood("HYD_NINH_HOA", None, 5)]), (None, None, [flood("HYD_DUC_MY", None, 6)])]) \
+        == [("deescalated", "info"), ("resolved", "info")]
+    # A broker that lost its log starts the partition again at 0: the readings ledger and this one forget it.
+    forget_partition(conn, "ioc:test.readings", 3)
+    assert events([(3, 0, [flood("HYD_NINH_HOA", "info", 7)]), (5, 4, [flood("HYD_DUC_MY", "info", 8)])]) \
+        == [("opened", "info")]
 
 
 def test_severity_mapping_and_channels_come_from_the_rules(conn: psycopg.Connection) -> None:

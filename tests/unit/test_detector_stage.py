@@ -183,3 +183,26 @@ def test_a_findings_send_the_broker_refuses_is_sent_again_after_the_topics_are_c
     first = sent.batches[0][1]
     assert [b for _, b in sent.batches].count(first) == 2  # the refused batch went again, nothing dropped
     assert checks == [1]  # the topics were checked before the second try
+
+
+def test_findings_become_alerts_with_their_source_record_before_they_are_sent() -> None:
+    """The worker applies its own findings (no second Kafka hop on the alert path), each batch named by
+    the envelope that made it, and before the findings topic gets them: a sent batch implies applied
+    alerts, which is what lets a redelivered envelope whose findings were sent run silently."""
+    sent = Sent(ack_at_once=True)
+    applied: list[tuple[int | None, int | None, list[str]]] = []
+    sent_when_applied: list[int] = []
+
+    async def apply(batches: list[tuple[int | None, int | None, list[Any]]]) -> None:
+        sent_when_applied.append(len(sent.batches))
+        applied.extend((p, o, [f.rule for f in fs]) for p, o, fs in batches)
+
+    stage = _stage({}, sent)
+    stage.apply_alerts = apply
+    rise = [[_gauge(i, round(6.0 + 0.1 * i, 2))] for i in range(80)]
+    asyncio.run(_feed(stage, rise))
+    assert [(b.source_offset, [f.rule for f in b.findings]) for _, b in sent.batches] == \
+        [(o, rules) for _, o, rules in applied]
+    assert "flood_alarm_level" in {r for _, _, rules in applied for r in rules}
+    assert all(p == 0 for p, _, _ in applied)
+    assert sent_when_applied == list(range(len(sent_when_applied)))  # each applied before its batch went out
