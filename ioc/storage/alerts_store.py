@@ -350,7 +350,7 @@ def apply_detected(
     for p, o, _ in batches:
         if p is not None and o is not None:
             newest[p] = max(o, newest.get(p, -1))
-    with conn.transaction(), conn.cursor() as cur:
+    with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
         applied_below = claim_sparse(cur, stream, newest)
         for p, o, findings in batches:
             if p is not None and o is not None and o < applied_below.get(p, 0):
