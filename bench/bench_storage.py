@@ -71,7 +71,7 @@ def make_stream(n_rows: int, n_sensors: int, seed: int = 42) -> list[Reading]:
     n_readings = max(n_sensors, n_rows // len(METRICS))
     minutes = math.ceil(n_readings / n_sensors)
     start = (datetime.now(UTC) - timedelta(minutes=minutes + 5)).replace(second=0, microsecond=0)
-    out = []
+    out: list[Reading] = []
     for k in range(minutes):
         for s in range(n_sensors):
             if len(out) == n_readings:

@@ -104,6 +104,12 @@ class SensorPool:
         return [f"{LOAD_PREFIX}{CODES[code]}{LOAD_KINDS[i % len(LOAD_KINDS)][0].upper()}{i:06d}" for i in range(n)]
 
     @staticmethod
+    def registry_interval(code: str) -> int | None:
+        """The registry's reporting interval (whole seconds) for a cadence; none below a second."""
+        period = CADENCES[code]
+        return int(period) if period >= 1 and float(period).is_integer() else None
+
+    @staticmethod
     def kind_of(sensor_id: str) -> str:
         return {k[0].upper(): k for k in LOAD_KINDS}[sensor_id[len(LOAD_PREFIX) + 1]]
 
@@ -111,7 +117,7 @@ class SensorPool:
         ids = self.ids(code, n)
         have = self.registered.get(code, 0)
         if n > have:
-            register_sensors(self.db, [(s, self.kind_of(s), None) for s in ids[have:]])
+            register_sensors(self.db, [(s, self.kind_of(s), None) for s in ids[have:]], self.registry_interval(code))
             self.registered[code] = n
         if tuple(ids) != self.active:
             set_active(self.db, LOAD_PREFIX, ids)

@@ -441,13 +441,19 @@ def metric_latest(db: str, stage: str, metric: str) -> dict[str, float]:
     return {str(w): float(v) for w, v in rows}
 
 
-def register_sensors(db: str, sensors: Sequence[tuple[str, str, Mapping[str, float] | None]]) -> None:
-    """(sensor_id, kind, alarm_levels) into ``sensors``, by COPY (tens of thousands at a time)."""
+def register_sensors(db: str, sensors: Sequence[tuple[str, str, Mapping[str, float] | None]],
+                     interval_s: int | None = None) -> None:
+    """(sensor_id, kind, alarm_levels) into ``sensors``, by COPY (tens of thousands at a time).
+
+    ``interval_s`` is the reporting interval the load really has: with the registry's default,
+    a sensor that reports every 10 s looks like one whose clock runs fast, and every sensor of
+    the bench would raise a clock-skew alert at once (a storm the bench did not mean to measure).
+    """
     with psycopg.connect(db) as conn, conn.cursor() as cur:
-        with cur.copy("COPY sensors (sensor_id, kind, name, metrics, alarm_levels) FROM STDIN") as copy:
+        with cur.copy("COPY sensors (sensor_id, kind, name, metrics, alarm_levels, interval_s) FROM STDIN") as copy:
             for sid, kind, levels in sensors:
                 metrics = {m: "" for m in LOAD_SHAPE.get(kind, ("water_level_m",))}
-                copy.write_row((sid, kind, sid, Jsonb(metrics), Jsonb(dict(levels)) if levels else None))
+                copy.write_row((sid, kind, sid, Jsonb(metrics), Jsonb(dict(levels)) if levels else None, interval_s))
         conn.commit()
 
 
