@@ -81,9 +81,36 @@ def decode_envelope(raw: bytes) -> Envelope:
 
 @dataclass(frozen=True)
 class SensorInfo:
-    """What validation needs to know about a registered sensor."""
+    """What the bridge needs to know about a registered sensor: its kind (validation) and, for a gauge
+    with alarm levels, the level from which its readings are urgent (sent without batching)."""
 
     kind: str
+    urgent: tuple[str, float] | None = None  # (metric, value): at or above it, a reading is urgent
+
+    def is_urgent(self, reading: Reading) -> bool:
+        """A gauge at or above its first alarm level: the readings an early warning is made of.
+
+        >>> g = SensorInfo("water_level", ("water_level_m", 8.0))
+        >>> ts = datetime(2025, 1, 1, tzinfo=UTC)
+        >>> [g.is_urgent(Reading("G", "water_level", ts, 1, {"water_level_m": v})) for v in (7.9, 8.0)]
+        [False, True]
+        """
+        if self.urgent is None:
+            return False
+        value = reading.metrics.get(self.urgent[0])
+        return value is not None and value >= self.urgent[1]
+
+
+def urgent_level(kind: str, alarm_levels: Mapping[str, float | None] | None) -> tuple[str, float] | None:
+    """A water gauge's lowest alarm level (BĐ I where it has one), from the registry's ``alarm_levels``.
+
+    >>> urgent_level("water_level", {"bd1": 8.0, "bd2": 9.5, "bd3": None}), urgent_level("rain", {"bd1": 1.0})
+    (('water_level_m', 8.0), None)
+    """
+    if kind != "water_level" or not alarm_levels:
+        return None
+    levels = [float(v) for v in alarm_levels.values() if isinstance(v, int | float) and math.isfinite(v)]
+    return ("water_level_m", min(levels)) if levels else None
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class BridgeStats:
     rejected: int = 0
     envelopes: int = 0
     acked: int = 0
+    urgent: int = 0  # readings sent at once (a gauge at or above its first alarm level)
     by_reason: Counter[str] = field(default_factory=Counter)
 
 
@@ -167,13 +168,17 @@ class Bridge:
             log.exception("validation crashed on topic %.200s", topic)
             self._reject(topic, payload, token, "internal_error", repr(e)[:300])
             return
-        if reading.sensor_id not in self.sensors:
-            self.sensors[reading.sensor_id] = SensorInfo(reading.kind)
+        info = self.sensors.get(reading.sensor_id)
+        if info is None:
+            info = self.sensors[reading.sensor_id] = SensorInfo(reading.kind)
             if self.on_unknown_sensor is not None:
                 self._register_pool.submit(self._register, reading.sensor_id, reading.kind)
         self.stats.valid += 1
         part = partition_for(reading.sensor_id, self.settings.kafka_partitions)
-        for batch in self.batcher.add(part, reading, token):
+        urgent = info.is_urgent(reading)
+        if urgent:
+            self.stats.urgent += 1
+        for batch in self.batcher.add(part, reading, token, urgent):
             self._ready.put_nowait(batch)
 
     # -- Kafka side
@@ -253,7 +258,7 @@ class Bridge:
             st = self.stats
             self.metrics.counters = {
                 "received": st.received, "valid": st.valid, "rejected": st.rejected,
-                "envelopes": st.envelopes, "acked": st.acked,
+                "envelopes": st.envelopes, "acked": st.acked, "urgent": st.urgent,
                 **{f"rejected_{k}": v for k, v in st.by_reason.items()},
             }
             self.metrics.counters["pending"] = self.batcher.pending  # gauge, not a counter

@@ -41,13 +41,20 @@ class EnvelopeBatcher(Generic[T, A]):
         self._now = now
         self._open: dict[int, Batch[T, A]] = {}
 
-    def add(self, partition: int, item: T, ack: A) -> list[Batch[T, A]]:
+    def add(self, partition: int, item: T, ack: A, urgent: bool = False) -> list[Batch[T, A]]:
+        """An urgent item closes its partition's batch at once (the readings before it go with it, in
+        order): an early warning should not wait out the batching meant for routine readings.
+
+        >>> b = EnvelopeBatcher(max_items=10, max_age_s=0.05, now=lambda: 0.0)
+        >>> b.add(0, "routine", 1), [x.items for x in b.add(0, "above BĐ I", 2, urgent=True)]
+        ([], [['routine', 'above BĐ I']])
+        """
         batch = self._open.get(partition)
         if batch is None:
             batch = self._open[partition] = Batch(partition, started=self._now())
         batch.items.append(item)
         batch.acks.append(ack)
-        if len(batch.items) >= self.max_items:
+        if urgent or len(batch.items) >= self.max_items:
             del self._open[partition]
             return [batch]
         return []

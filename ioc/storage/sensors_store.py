@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ioc.wire import SensorInfo
+from ioc.wire import SensorInfo, urgent_level
 
 
 def upsert_sensors(conn: psycopg.Connection, sensors: Iterable[Any]) -> int:
@@ -44,7 +44,8 @@ def auto_register(conn: psycopg.Connection, sensor_id: str, kind: str) -> None:
 
 
 def load_sensor_infos(conn: psycopg.Connection) -> dict[str, SensorInfo]:
-    return {r[0]: SensorInfo(r[1]) for r in conn.execute("SELECT sensor_id, kind FROM sensors WHERE retired_at IS NULL")}
+    rows = conn.execute("SELECT sensor_id, kind, alarm_levels FROM sensors WHERE retired_at IS NULL").fetchall()
+    return {r[0]: SensorInfo(r[1], urgent_level(r[1], r[2])) for r in rows}
 
 
 def load_alarm_levels(conn: psycopg.Connection) -> dict[str, dict[str, float | None]]:

@@ -21,10 +21,19 @@ from ioc.domain import KIND_METRICS
 from ioc.errors import PayloadRejected
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, decode_batch, encode_batch
-from ioc.wire import AUTO_SENSOR_ID, Reading, SensorInfo, ValidationPolicy, parse_topic, validate
+from ioc.wire import (
+    AUTO_SENSOR_ID,
+    Reading,
+    SensorInfo,
+    ValidationPolicy,
+    parse_topic,
+    urgent_level,
+    validate,
+)
 from streams.bridge import Bridge, topic_sensor_id
 from streams.mqtt_loop import AckToken
 from streams.sensor_rate_limit import ExcessAggregator, SensorRateLimiter
+from streams.topics import partition_for
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 POLICY = ValidationPolicy()
@@ -273,6 +282,33 @@ def test_bridge_handle_sends_the_excess_of_one_sensor_to_dead_letters() -> None:
     letters = bridge.dead + bridge.excess.drain()
     assert [(d.reason, d.count, len(t)) for d, t in letters] == [("rate_limited", 7, 7)]
     assert letters[0][0].topic == "khanhhoa/v1/noise/N1"
+
+
+def test_a_gauge_at_its_first_alarm_level_is_sent_at_once_with_the_readings_before_it() -> None:
+    """Routine readings wait for their envelope to fill or age; a gauge at or above BĐ I closes its
+    partition's envelope at once (in order), so an early warning does not wait out the batching."""
+    levels = {"bd1": 8.0, "bd2": 9.5, "bd3": 11.0}
+    sensors = {f"G{i}": SensorInfo("water_level", urgent_level("water_level", levels)) for i in range(40)}
+    bridge = Bridge(SETTINGS, sensors, clock=lambda: NOW)
+
+    def reading(sid: str, level: float, seq: int) -> None:
+        raw = json.dumps({"sensor_id": sid, "ts": _ts_text(NOW - timedelta(seconds=30)), "seq": seq,
+                          "metrics": {"water_level_m": level}}).encode()
+        bridge.handle(f"khanhhoa/v1/water_level/{sid}", raw, AckToken(0, seq))
+
+    for i in range(40):
+        reading(f"G{i}", 7.99, i)  # just below BĐ I: routine
+    assert bridge._ready.empty() and bridge.batcher.pending == 40
+    part = partition_for("G7", SETTINGS.kafka_partitions)
+    before = [r.sensor_id for b in bridge.batcher.drain() if b.partition == part for r in b.items]
+    for i in range(40):
+        reading(f"G{i}", 7.99, 100 + i)
+    reading("G7", 8.0, 200)
+    sent = bridge._ready.get_nowait()
+    assert bridge._ready.empty() and sent.partition == part and bridge.stats.urgent == 1
+    assert [r.sensor_id for r in sent.items] == [*before, "G7"]  # the partition's order is kept
+    assert [t.mid for t in sent.acks] == [100 + int(s[1:]) for s in before] + [200]
+    assert bridge.batcher.pending == 40 - len(before)  # other partitions keep batching
 
 
 def test_bridge_keeps_only_a_sample_of_an_oversize_payload() -> None:
