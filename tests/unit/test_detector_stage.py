@@ -206,3 +206,53 @@ def test_findings_become_alerts_with_their_source_record_before_they_are_sent() 
     assert "flood_alarm_level" in {r for _, _, rules in applied for r in rules}
     assert all(p == 0 for p, _, _ in applied)
     assert sent_when_applied == list(range(len(sent_when_applied)))  # each applied before its batch went out
+
+
+class CheckpointCount(dict[str, Any]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.checkpoints = 0
+        self.state_writes = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key.startswith(CHECKPOINT):
+            self.checkpoints += 1
+        else:
+            self.state_writes += 1
+        super().__setitem__(key, value)
+
+
+def _checkpoints(n_sensors: int, per_envelope: int, envelopes: int) -> CheckpointCount:
+    """Envelopes 0.5 s apart (2 s checkpoint interval), sensors round robin, ``per_envelope`` readings each."""
+    table = CheckpointCount()
+    s = Settings(mqtt_url="mqtt://u:p@127.0.0.1:1", kafka_url="kafka://127.0.0.1:1", kafka_partitions=1,
+                 detector_checkpoint_s=2.0)
+    gauges = {f"G{i}": SensorEntry(f"G{i}", "water_level", f"G{i}", ("water_level_m",), 10.0, None, {})
+              for i in range(n_sensors)}
+    stage = DetectorStage(s, table, Sent(ack_at_once=True).send, StageStats("test"), "readings")
+    stage.start(gauges)
+
+    async def feed() -> None:
+        k = 0
+        for offset in range(envelopes):
+            committed = T0 + timedelta(seconds=0.5 * offset)
+            rs = []
+            for _ in range(per_envelope):
+                rs.append(Reading(f"G{k % n_sensors}", "water_level", committed - timedelta(milliseconds=100), k,
+                                  {"water_level_m": 3.0 + 0.01 * (k % 5)}))
+                k += 1
+            stage.observe(0, rs, committed)
+            await stage.run([(Position("g:readings", 0, offset), rs, None)], committed)
+
+    asyncio.run(feed())
+    return table
+
+
+def test_a_sparse_cadence_is_checkpointed_every_few_readings_per_sensor_not_every_interval() -> None:
+    """Many sensors each reporting rarely: a checkpoint every 2 s would write one state per reading.
+    It waits for 3 readings per sensor touched (or 15 intervals); a dense partition keeps the interval."""
+    sparse = _checkpoints(n_sensors=500, per_envelope=4, envelopes=120)  # 480 readings over 60 s, ~1 per sensor
+    dense = _checkpoints(n_sensors=2, per_envelope=4, envelopes=120)  # the same readings from 2 sensors
+    assert sparse.checkpoints <= 3, sparse.checkpoints  # at the start, then at most every 30 s
+    assert sparse.state_writes <= 2 * 480 / 3, sparse.state_writes  # was ~one state write per reading
+    assert dense.checkpoints >= 25, dense.checkpoints  # every 2 s of 60 s
