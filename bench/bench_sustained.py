@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,16 +92,23 @@ def _probe_levels() -> dict[str, float]:
 
 @dataclass
 class SensorPool:
-    """Load sensors per cadence, registered as needed; only the current step's are active."""
+    """Load sensors per step, registered as needed; only the current step's are active.
+
+    Every step gets sensors of its own (a new generation in their ids). Reused sensors would have
+    paused between two steps, longer than their silence threshold at a 10 s cadence, and the next
+    step would begin with every one of them judged silent and then resumed: an alert storm that
+    is not what the step measures (``bench_alert_storm.py`` measures storms).
+    """
 
     db: str
     refresh_s: float
-    registered: dict[str, int] = field(default_factory=dict)  # cadence code -> how many exist
+    generation: int = 0
     active: tuple[str, ...] = ()
 
     @staticmethod
-    def ids(code: str, n: int) -> list[str]:
-        return [f"{LOAD_PREFIX}{CODES[code]}{LOAD_KINDS[i % len(LOAD_KINDS)][0].upper()}{i:06d}" for i in range(n)]
+    def ids(code: str, n: int, generation: int = 0) -> list[str]:
+        return [f"{LOAD_PREFIX}{CODES[code]}{LOAD_KINDS[i % len(LOAD_KINDS)][0].upper()}{generation:03d}{i:06d}"
+                for i in range(n)]
 
     @staticmethod
     def registry_interval(code: str) -> int | None:
@@ -114,15 +121,12 @@ class SensorPool:
         return {k[0].upper(): k for k in LOAD_KINDS}[sensor_id[len(LOAD_PREFIX) + 1]]
 
     def use(self, code: str, n: int) -> list[str]:
-        ids = self.ids(code, n)
-        have = self.registered.get(code, 0)
-        if n > have:
-            register_sensors(self.db, [(s, self.kind_of(s), None) for s in ids[have:]], self.registry_interval(code))
-            self.registered[code] = n
-        if tuple(ids) != self.active:
-            set_active(self.db, LOAD_PREFIX, ids)
-            self.active = tuple(ids)
-            time.sleep(self.refresh_s + 1.5)  # bridge and worker reload the registry every refresh_s
+        self.generation += 1
+        ids = self.ids(code, n, self.generation)
+        register_sensors(self.db, [(s, self.kind_of(s), None) for s in ids], self.registry_interval(code))
+        set_active(self.db, LOAD_PREFIX, ids)
+        self.active = tuple(ids)
+        time.sleep(self.refresh_s + 1.5)  # bridge and worker reload the registry every refresh_s
         return ids
 
 

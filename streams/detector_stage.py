@@ -41,6 +41,9 @@ from streams.topics import partition_for
 log = logging.getLogger(__name__)
 _enc = msgspec.json.Encoder()
 CHECKPOINT = "__offset__:"  # table key of a partition's detector checkpoint (never a sensor id)
+#: Findings per Kafka record: an envelope after a network outage can find thousands of sensors silent
+#: at once, and one record of them all outgrew Kafka's 1 MB request limit (the worker crashed).
+FINDINGS_PER_RECORD = 500
 SPARSE_READINGS = 3  # readings per touched sensor before a checkpoint (see DetectorStage.checkpoint)
 SPARSE_WAIT = 15  # ... or this many checkpoint intervals, whichever comes first
 #: Sends one findings batch to a partition of the findings topic; returns the broker's ack future.
@@ -305,8 +308,9 @@ class DetectorStage:
             await self.apply_alerts([(at.partition, at.offset, f) for at, f in found])
         sent = []
         for at, findings in found:
-            batch = FindingBatch(1, findings, at.offset)
-            sent.append((await self._send(batch, at.partition), batch, at.partition))
+            for i in range(0, len(findings), FINDINGS_PER_RECORD):
+                batch = FindingBatch(1, findings[i:i + FINDINGS_PER_RECORD], at.offset)
+                sent.append((await self._send(batch, at.partition), batch, at.partition))
         for fut, batch, partition in sent:
             await self._acked(fut, batch, partition)
         last = {at.partition: (at.offset, ev) for at, _, ev in items}

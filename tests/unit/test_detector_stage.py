@@ -12,7 +12,7 @@ from ioc.models import FindingBatch, Reading
 from ioc.settings import Settings
 from ioc.storage.offset_ledger import Position
 from ioc.storage.sensors_store import SensorEntry
-from streams.detector_stage import CHECKPOINT, DetectorStage
+from streams.detector_stage import CHECKPOINT, FINDINGS_PER_RECORD, DetectorStage
 from streams.pipeline_stats import StageStats
 
 T0 = datetime(2025, 11, 18, tzinfo=UTC)
@@ -256,3 +256,30 @@ def test_a_sparse_cadence_is_checkpointed_every_few_readings_per_sensor_not_ever
     assert sparse.checkpoints <= 3, sparse.checkpoints  # at the start, then at most every 30 s
     assert sparse.state_writes <= 2 * 480 / 3, sparse.state_writes  # was ~one state write per reading
     assert dense.checkpoints >= 25, dense.checkpoints  # every 2 s of 60 s
+
+
+def test_thousands_of_findings_from_one_envelope_go_as_several_records_under_kafkas_size_limit() -> None:
+    """After an outage one envelope finds every gauge silent; one record of them all outgrew Kafka's
+    1 MB request limit and crashed the worker. They go in records of at most FINDINGS_PER_RECORD."""
+    n = 1200
+    s = Settings(mqtt_url="mqtt://u:p@127.0.0.1:1", kafka_url="kafka://127.0.0.1:1", kafka_partitions=1)
+    gauges = {f"G{i}": SensorEntry(f"G{i}", "water_level", f"G{i}", ("water_level_m",), 300.0, None, {})
+              for i in range(n)}
+    sent = Sent(ack_at_once=True)
+    stage = DetectorStage(s, {}, sent.send, StageStats("test"), "readings")
+    stage.start({**gauges, RAIN.sensor_id: RAIN})
+    first = [Reading(f"G{i}", "water_level", T0, 1, {"water_level_m": 3.0}) for i in range(n)]
+    later = [_rain(72)]  # six hours on, only the rain gauge speaks
+
+    async def feed() -> None:
+        for offset, rs in enumerate([first, later]):
+            committed = rs[-1].ts + timedelta(seconds=1)
+            stage.observe(0, rs, committed)
+            await stage.run([(Position("g:readings", 0, offset), rs, None)], committed)
+
+    asyncio.run(feed())
+    silent = [b for _, b in sent.batches if any(f.rule == "sensor_silent" for f in b.findings)]
+    assert sum(len(b.findings) for b in silent) >= n
+    assert len(silent) >= 3 and all(len(b.findings) <= FINDINGS_PER_RECORD for b in silent)
+    assert {b.source_offset for b in silent} == {1}
+    assert all(len(msgspec.json.encode(b)) < 1_000_000 for _, b in sent.batches)
