@@ -287,7 +287,21 @@ class Bench:
             reasons.append(f"{missing} rows missing")
         out["passed"] = not reasons
         out["reason"] = "; ".join(reasons) or "ok"
+        if missing or not complete:
+            out["settled_after_s"] = self._settle(like, expected)
         return out
+
+    def _settle(self, like: str, expected: dict[tuple[str, int], int], timeout_s: float = 300.0) -> float | None:
+        """After a step that fell behind, wait until its backlog is stored before the next step or phase
+        starts: one measured on top of another's backlog would fail (or be slow) for that alone."""
+        t0 = time.time()
+        while time.time() - t0 < timeout_s:
+            self.pipe.check()
+            if not self._missing(like, expected):
+                return round(time.time() - t0, 1)
+            time.sleep(2.0)
+        console.print(f"[yellow]backlog not stored {timeout_s:.0f} s after the step; going on[/]")
+        return None
 
     def _missing(self, like: str, expected: dict[tuple[str, int], int]) -> int:
         if not expected:
