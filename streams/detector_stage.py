@@ -304,6 +304,7 @@ class DetectorStage:
             findings = await self.detect_envelope(rs, at)
             if findings:
                 found.append((at, findings))
+            await asyncio.sleep(0)  # a large group is CPU work: let the dispatcher deliver meanwhile
         if found and self.apply_alerts is not None:
             await self.apply_alerts([(at.partition, at.offset, f) for at, f in found])
         sent = []
