@@ -842,7 +842,17 @@ def summary_rows(out_dir: Path = RESULTS_DIR) -> list[tuple[str, str]]:
                              ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))))
             rss = {k: v for k, v in p.get("rss_peak_mb", {}).items() if k != "bench"}
             rows.append((f"RSS peak MB {label}", ", ".join(f"{k} {v:,.0f}" for k, v in sorted(rss.items()))))
-    return rows + scaleout_rows(out_dir) + soak_rows(out_dir)
+    return rows + scaleout_rows(out_dir) + soak_rows(out_dir) + storm_rows(out_dir)
+
+
+def storm_rows(out_dir: Path) -> list[tuple[str, str]]:
+    """(what, figure) rows from alert_storm.json: findings per second in each round of the storm."""
+    st = _load(out_dir, "alert_storm")
+    if not st:
+        return []
+    return [(f"alert storm, {st['sensors']:,} sensors at once: {r['round']}",
+             f"{r['findings_per_s']:,.0f} findings/s ({r['ms_per_finding']:.2f} ms each, {r['notifications']:,}"
+             " notifications)") for r in st["rounds"]]
 
 
 def scaleout_rows(out_dir: Path) -> list[tuple[str, str]]:

@@ -124,3 +124,13 @@ def test_quick_soak_bench_and_latency_plot(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_alert_storm_bench(tmp_path: Path) -> None:
+    storm = _run("bench_alert_storm.py", tmp_path, "--quick", timeout_s=120)
+    rounds = {r["round"]: r for r in storm["rounds"]}
+    assert set(rounds) == {"open", "repeat", "resolve"} and storm["sensors"] == 300
+    # Two channels: an alert opens and resolves per sensor, and a repeat of the same severity is silent.
+    assert rounds["open"]["notifications"] == rounds["resolve"]["notifications"] == 600
+    assert rounds["repeat"]["notifications"] == 0
+    assert all(r["findings_per_s"] > 0 for r in rounds.values())
