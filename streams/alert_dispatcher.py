@@ -34,7 +34,8 @@ def retry_delay(attempt: int, cap_s: float, base_s: float = 1.0) -> float:
 
 class Dispatcher:
     def __init__(self, db: DbWorker, channels: Mapping[str, Channel], stats: StageStats, *, poll_s: float = 1.0,
-                 give_up_s: float = 86400.0, retry_cap_s: float = 30.0, lease_s: float = 30.0) -> None:
+                 give_up_s: float = 86400.0, retry_cap_s: float = 30.0, lease_s: float = 30.0,
+                 concurrency: int = 16) -> None:
         self.db = db
         self.channels = dict(channels)
         self.stats = stats
@@ -43,6 +44,7 @@ class Dispatcher:
         self.retry_cap_s = retry_cap_s
         self.lease_s = lease_s
         self._wake = {name: asyncio.Event() for name in self.channels}
+        self._slots = asyncio.Semaphore(concurrency)  # deliveries in flight, over all channels
 
     def wake(self, notifications: Iterable[Notification]) -> None:
         for n in notifications:
@@ -72,11 +74,19 @@ class Dispatcher:
                 pass
 
     async def drain_once(self, name: str, channel: Channel) -> bool:
-        """Deliver what is due on one channel; True if anything was claimed."""
+        """Deliver what is due on one channel, concurrently; True if anything was claimed.
+
+        A claim holds at most one notification per alert (the oldest), so delivering them together
+        keeps each alert's order. One at a time, a storm's backlog (hundreds of alerts, each a
+        broker or HTTP round trip) held every new alert behind it for seconds.
+        """
         due = await self.db.run(partial(claim_due, channel=name, lease_s=self.lease_s), f"claim {name} outbox")
-        for n in due:
-            await self._deliver(channel, n)
+        await asyncio.gather(*(self._deliver_limited(channel, n) for n in due))
         return bool(due)
+
+    async def _deliver_limited(self, channel: Channel, n: Notification) -> None:
+        async with self._slots:
+            await self._deliver(channel, n)
 
     async def _deliver(self, channel: Channel, n: Notification) -> None:
         try:
