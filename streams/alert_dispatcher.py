@@ -44,7 +44,8 @@ class Dispatcher:
         self.retry_cap_s = retry_cap_s
         self.lease_s = lease_s
         self._wake = {name: asyncio.Event() for name in self.channels}
-        self._slots = asyncio.Semaphore(concurrency)  # deliveries in flight, over all channels
+        # Deliveries in flight per channel: a dead webhook holding its slots must not take the MQTT channel's.
+        self._slots = {name: asyncio.Semaphore(concurrency) for name in self.channels}
 
     def wake(self, notifications: Iterable[Notification]) -> None:
         for n in notifications:
@@ -81,11 +82,11 @@ class Dispatcher:
         broker or HTTP round trip) held every new alert behind it for seconds.
         """
         due = await self.db.run(partial(claim_due, channel=name, lease_s=self.lease_s), f"claim {name} outbox")
-        await asyncio.gather(*(self._deliver_limited(channel, n) for n in due))
+        await asyncio.gather(*(self._deliver_limited(name, channel, n) for n in due))
         return bool(due)
 
-    async def _deliver_limited(self, channel: Channel, n: Notification) -> None:
-        async with self._slots:
+    async def _deliver_limited(self, name: str, channel: Channel, n: Notification) -> None:
+        async with self._slots[name]:
             await self._deliver(channel, n)
 
     async def _deliver(self, channel: Channel, n: Notification) -> None:
