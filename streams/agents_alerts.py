@@ -19,7 +19,7 @@ import msgspec
 
 from ioc.alerting.notification import Notification
 from ioc.alerting.rules import load_rules
-from ioc.models import Finding, FindingBatch
+from ioc.models import FindingBatch
 from ioc.settings import Settings
 from ioc.storage.alerts_store import Delivery, acknowledge, apply_detected, due_repeats
 from ioc.storage.deadletters import DeadLetter, write_deadletters
@@ -28,6 +28,7 @@ from streams.ack_listener import AckListener, AckRequest
 from streams.alert_channels import build_channels
 from streams.alert_dispatcher import Dispatcher
 from streams.db_worker import DbWorker
+from streams.detector_stage import Sourced
 from streams.pipeline_stats import StageStats, write_stats
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ _enc = msgspec.json.Encoder()
 
 #: Sends an alert's JSON (value, key) to the alerts topic, for consumers other than the channels.
 Publish = Callable[[bytes, bytes], Awaitable[Any]]
-Sourced = tuple[int | None, int | None, list[Finding]]
 
 
 class AlertApplier:

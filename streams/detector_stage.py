@@ -51,9 +51,10 @@ Send = Callable[..., Awaitable[Any]]
 #: A stored envelope for :meth:`DetectorStage.run`: where it came from, its readings, and the event
 #: whose changelog partition the checkpoint goes to (None keeps the current one).
 Stored = tuple[Position, list[Reading], Any]
-#: Applies findings as alerts, each batch with the partition and offset of the record that made it
-#: (None, None for the silence timer's); see :class:`streams.agents_alerts.AlertApplier`.
-ApplyAlerts = Callable[[list[tuple[int | None, int | None, list[Finding]]]], Awaitable[None]]
+#: Findings with the partition and offset of the record that made them (None, None: the silence timer's).
+Sourced = tuple[int | None, int | None, list[Finding]]
+#: Applies findings as alerts; see :class:`streams.agents_alerts.AlertApplier`.
+ApplyAlerts = Callable[[list[Sourced]], Awaitable[None]]
 
 
 class DetectorStage:

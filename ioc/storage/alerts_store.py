@@ -26,7 +26,7 @@ from ioc.alerting.notification import AlertView, Notification
 from ioc.alerting.rules import AlertRule, AlertRules, group_value
 from ioc.domain import SEVERITIES
 from ioc.models import Finding
-from ioc.storage.offset_ledger import Claim, ClaimResult, Position, claim_offset, claim_sparse
+from ioc.storage.offset_ledger import claim_sparse
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _ALERT_COLS = (
@@ -261,7 +261,7 @@ def _aggregate(cur: psycopg.Cursor[Any], alert_key: str, ts: datetime, rule: Ale
 
 def apply_finding(conn: psycopg.Connection, f: Finding, delivery: Delivery,
                   now: datetime | None = None) -> list[Notification]:
-    """One finding in its own transaction (tests and tools); the stage uses :func:`apply_findings`."""
+    """One finding in its own transaction (tests and tools); the worker uses :func:`apply_detected`."""
     out: list[Notification] = []
     with conn.transaction(), conn.cursor() as cur:
         _apply(cur, [f], delivery, now or datetime.now(UTC), out)
@@ -315,22 +315,16 @@ def _groups(findings: Sequence[Finding]) -> list[list[Finding]]:
     return out
 
 
-def apply_findings(
-    conn: psycopg.Connection, findings: list[Finding], delivery: Delivery, at: Position | None = None, *,
-    allow_jump: bool = False, now: datetime | None = None,
-) -> tuple[ClaimResult | None, list[Notification]]:
-    """A whole findings batch (one Kafka record) in one transaction, claimed in the offset ledger."""
+def apply_findings(conn: psycopg.Connection, findings: list[Finding], delivery: Delivery, *,
+                   now: datetime | None = None) -> list[Notification]:
+    """A whole findings batch in one transaction, unclaimed (tests and tools; the worker uses
+    :func:`apply_detected`, which claims each source envelope)."""
     out: list[Notification] = []
     at_now = now or datetime.now(UTC)
     with conn.transaction(), conn.cursor() as cur:
-        claimed: ClaimResult | None = None
-        if at is not None:
-            claimed = claim_offset(cur, at, allow_jump=allow_jump)
-            if claimed.claim is not Claim.NEXT:
-                return claimed, []
         for group in _groups(findings):
             _apply(cur, group, delivery, at_now, out)
-    return claimed, out
+    return out
 
 
 def apply_detected(
