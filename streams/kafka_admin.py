@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
@@ -16,8 +17,8 @@ from streams.topics import bootstrap_servers
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(kafka_url: str, topics: list[str], partitions: int, timeout_s: float = 15.0) -> None:
-    """Create missing topics; a broker that does not answer in time is named with its URL."""
+async def ensure_topics(kafka_url: str, topics: list[str], partitions: int, timeout_s: float = 15.0) -> list[str]:
+    """Create missing topics and name them; a broker that does not answer in time is named with its URL."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(kafka_url), request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
@@ -37,7 +38,7 @@ async def ensure_topics(kafka_url: str, topics: list[str], partitions: int, time
             log.info("created topics %s with %d partitions", missing, partitions)
         for _ in range(50):  # wait until metadata shows every topic
             if set(topics) <= set(await admin.list_topics()):
-                return
+                return missing
             await asyncio.sleep(0.1)
         raise ServiceUnavailable("Kafka", kafka_url, f"topics {topics} did not appear")
     finally:
@@ -51,8 +52,10 @@ class TopicKeeper:
     topics with errors; retrying alone would go on forever. Checks at most every ``every_s``.
     """
 
-    def __init__(self, kafka_url: str, topics: list[str], partitions: int, every_s: float = 5.0) -> None:
+    def __init__(self, kafka_url: str, topics: list[str], partitions: int, every_s: float = 5.0,
+                 on_missing: Callable[[list[str]], None] | None = None) -> None:
         self.kafka_url = kafka_url
+        self.on_missing = on_missing  # told the topics it found missing (their consumers' positions mean nothing now)
         self.topics = topics
         self.partitions = partitions
         self.every_s = every_s
@@ -63,6 +66,9 @@ class TopicKeeper:
             return
         self._checked = time.monotonic()
         try:
-            await ensure_topics(self.kafka_url, self.topics, self.partitions, timeout_s=self.every_s)
+            missing = await ensure_topics(self.kafka_url, self.topics, self.partitions, timeout_s=self.every_s)
         except Exception as e:  # noqa: BLE001 - the broker is still away: the caller retries anyway
             log.warning("checking the Kafka topics failed: %s", e)
+            return
+        if missing and self.on_missing is not None:
+            self.on_missing(missing)

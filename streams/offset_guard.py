@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -30,6 +30,7 @@ from ioc.storage.offset_ledger import (
     first_record,
     forget_partition,
     next_offsets,
+    record_digest,
 )
 from streams.db_worker import DbWorker
 from streams.faust_compat import commit_lost_range
@@ -59,9 +60,87 @@ class OffsetGuard:
         self._stalled: dict[Any, tuple[int, int]] = {}  # tp -> (ledger next offset, ticks without progress)
         #: Told the partition when its topic turns out re-created, before its offset 0 is applied again.
         self.on_recreated: Callable[[int], None] | None = None
+        #: Partitions whose log must be checked against the ledger before their next record is applied.
+        self._unsure: set[int] = set()
         app.on_before_shutdown.connect(self._on_shutdown)
+        app.on_partitions_assigned.connect(self._on_assigned)
         stats.add("offset_gaps_filled", 0)
         stats.add("offsets_lost", 0)  # always present, so a dashboard and a test can assert zero
+
+    async def _on_assigned(self, _sender: Any, assigned: Any = (), **_: Any) -> None:
+        self.doubt(tp.partition for tp in assigned or () if tp.topic == self.topic)
+
+    def doubt(self, partitions: Iterable[int]) -> None:
+        """These partitions may have a new log (an assignment, topics found missing): check before applying."""
+        self._unsure.update(partitions)
+
+    async def of_current_log(self, event: Any) -> bool:
+        """Whether the record belongs to the partition's current log; False: do not apply it.
+
+        After a broker lost its log, neither the consumer's position nor Faust's read offset says
+        which log a record comes from: Faust can commit an old log's offset into the new one, keep a
+        read offset past its start (dropping the first records unseen), or deliver records it
+        fetched before the crash. The first record applied after an assignment therefore compares
+        the broker's offset-0 record with the one the ledger started from; a replaced log resets the
+        ledger (the records before the one in hand are then read back from 0). A record in hand that
+        the broker's log does not hold at its offset belongs to the lost log and is not applied
+        (each following record of that partition is checked too, until one is the broker's).
+        """
+        at = self.position(event)
+        if at.partition not in self._unsure:
+            return True
+        backoff = Backoff(base_s=0.5, cap_s=10.0)
+        while True:
+            try:
+                if await self._log_replaced(at.partition):
+                    log.error("%s[%s]: the broker's log is not the one this partition's ledger applied (a broker"
+                              " that lost its log); the ledger starts this partition afresh", self.topic, at.partition)
+                    await self._forget(at)
+                current = await self._record_at(at.partition, at.offset) == bytes(event.value or b"")
+                break
+            except Exception as e:  # noqa: BLE001 - a broker hiccup: never apply unchecked, retry
+                log.warning("%s[%s]: checking the broker's log failed (%s); retrying", self.topic, at.partition, e)
+                await self.close()
+                await asyncio.sleep(backoff.next())
+        if not current:
+            self.stats.add("records_of_lost_log")
+            log.error("%s[%s]@%s is not on the broker's log at that offset: a record of a log the broker lost,"
+                      " not applied", self.topic, at.partition, at.offset)
+            return False
+        self._unsure.discard(at.partition)
+        return True
+
+    async def _log_replaced(self, partition: int) -> bool:
+        """The ledger started from an offset-0 record the broker's log does not have at 0."""
+        known = await self.db.run(partial(first_record, stream=self.stream, partition=partition),
+                                  "read the ledger's first record")
+        if known is None:  # nothing applied yet, or a ledger older than the digest
+            return False
+        reader = await self._open()
+        tp = TopicPartition(self.topic, partition)
+        start = int((await reader.beginning_offsets([tp]))[tp])
+        if start > 0:  # retention moved the log's start: the same log, nothing to compare
+            return False
+        first = await self._record_at(partition, 0)
+        return first is None or record_digest(first) != known
+
+    async def _record_at(self, partition: int, offset: int) -> bytes | None:
+        """The broker's record at this offset, None if its log does not hold that offset."""
+        reader = await self._open()
+        tp = TopicPartition(self.topic, partition)
+        start = int((await reader.beginning_offsets([tp]))[tp])
+        end = int((await reader.end_offsets([tp]))[tp])
+        if not start <= offset < end:
+            return None
+        async for at, value in self._read(partition, offset, offset + 1):
+            return value if at == offset else None
+        return None
+
+    async def _forget(self, at: Position) -> None:
+        self.stats.add("topics_recreated")
+        await self.db.run(partial(forget_partition, stream=at.stream, partition=at.partition), "reset ledger")
+        if self.on_recreated is not None:
+            self.on_recreated(at.partition)
 
     def position(self, event: Any) -> Position:
         msg = event.message
@@ -115,10 +194,7 @@ class OffsetGuard:
             log.error("%s[%s]: offset %s is not the record this partition's ledger applied up to %s: the topic was"
                       " re-created (a broker that lost its log); the ledger starts this partition afresh",
                       self.topic, at.partition, at.offset, result.expected)
-            self.stats.add("topics_recreated")
-            await self.db.run(partial(forget_partition, stream=at.stream, partition=at.partition), "reset ledger")
-            if self.on_recreated is not None:
-                self.on_recreated(at.partition)
+            await self._forget(at)
             result = await apply(event.value, at, False)
         if result.claim is not Claim.AHEAD:
             return result
