@@ -24,12 +24,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from ioc.errors import IocError, PayloadRejected
-from ioc.retry import Backoff
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, encode_batch
 from ioc.wire import Reading, SensorInfo, ValidationPolicy, encode_envelope, parse_topic, validate
 from streams.envelope_batcher import Batch, EnvelopeBatcher, send_rounds
 from streams.kafka_admin import TopicKeeper, ensure_topics
+from streams.kafka_retry import SendRetry
 from streams.mqtt_loop import AckToken, CredentialsRefused, MqttLoop
 from streams.pipeline_stats import StageStats
 from streams.sensor_rate_limit import RATE_WINDOW_MAX, RATE_WINDOW_S, ExcessAggregator, SensorRateLimiter
@@ -185,13 +185,13 @@ class Bridge:
     async def _send(self, topic: str, value: bytes, partition: int | None, what: str) -> None:
         """Send until Kafka acks; transient errors back off and retry, never drop."""
         assert self.producer is not None
-        backoff = Backoff(base_s=0.1, cap_s=10.0)
+        retry = SendRetry(base_s=0.1, cap_s=10.0)
         while True:
             try:
                 await self.producer.send_and_wait(topic, value, partition=partition)
                 return
             except KafkaError as e:
-                delay = backoff.next()
+                delay = retry.delay(e)
                 log.warning("Kafka send of %s failed (%s); retrying in %.2f s", what, e, delay)
                 await self.keeper.check()
                 await asyncio.sleep(delay)

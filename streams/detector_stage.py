@@ -26,7 +26,6 @@ import msgspec
 from aiokafka.errors import KafkaError
 
 from ioc.models import Finding, FindingBatch
-from ioc.retry import Backoff
 from ioc.settings import Settings
 from ioc.storage.offset_ledger import Position
 from ioc.storage.sensors_store import SensorEntry
@@ -34,6 +33,7 @@ from ioc.wire import Reading, decode_envelope
 from streams.detection import DetectorBank, decode_state
 from streams.event_clock import EventClock
 from streams.faust_compat import as_current_event
+from streams.kafka_retry import SendRetry
 from streams.offset_guard import OffsetGuard
 from streams.pipeline_stats import StageStats
 from streams.topics import partition_for
@@ -272,13 +272,13 @@ class DetectorStage:
     async def _acked(self, fut: Any, batch: FindingBatch, partition: int) -> None:
         """Wait for the broker's ack; a failed send is sent again (never dropped, never a crash of the
         worker), after the lost topics are created again if the broker came back without them."""
-        backoff = Backoff(base_s=0.2, cap_s=5.0)
+        retry = SendRetry(base_s=0.2, cap_s=5.0)
         while True:
             try:
                 await fut
                 return
             except KafkaError as e:
-                delay = backoff.next()
+                delay = retry.delay(e)
                 log.warning("sending %s finding(s) to %s[%s] failed (%s); again in %.1f s",
                             len(batch.findings), self.topic, partition, e, delay)
                 self.stats.add("findings_send_retries")

@@ -15,6 +15,8 @@ from psycopg.types.json import Jsonb
 
 from ioc.mqtt_client import connect, make_client
 from ioc.stack.children import ChildProcesses
+from ioc.stack.process import spawn, tcp_open, wait_until
+from ioc.stack.services import Service, tansu_binary
 
 
 def publish(mqtt_url: str, messages: Iterable[tuple[str, bytes]], timeout_s: float = 60.0) -> int:
@@ -210,3 +212,13 @@ class SteadyPublisher:
         self.client.loop_stop()
         self.client.disconnect()
         return len({idx for idx, info in self.infos if self._acked(info)})
+
+
+def restart_tansu(svc: Service) -> Service:
+    """Tansu again on its old port, as a supervisor would start it (memory storage: empty)."""
+    port = int(svc.url.rsplit(":", 1)[1])
+    listener = f"tcp://127.0.0.1:{port}"
+    proc = spawn([tansu_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+                  "--storage-engine", "memory://tansu/"], Path(svc.log), env={"RUST_LOG": "warn"})
+    wait_until("tansu", lambda: tcp_open("127.0.0.1", port), proc=proc, log_path=Path(svc.log), timeout_s=30)
+    return Service(svc.name, proc.pid, svc.url, svc.log, svc.data_dir)

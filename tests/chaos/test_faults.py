@@ -29,8 +29,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ioc.stack.process import spawn, tcp_open, wait_until
-from ioc.stack.services import Service, pg_ctl, restart_mosquitto, tansu_binary
+from ioc.stack.services import Service, pg_ctl, restart_mosquitto
 from ioc.stack.stack import StackState
 from tests.chaos.harness import (
     SESSION_TIMEOUT_S,
@@ -42,7 +41,7 @@ from tests.chaos.harness import (
     new_database,
     transitions_diff,
 )
-from tests.support import wait_for
+from tests.support import restart_tansu, wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -139,16 +138,6 @@ def test_mosquitto_sigkill(run: ChaosRun, chaos_stack: StackState, reference: Ou
     _verify(run, reference, record)
 
 
-def _restart_tansu(svc: Service) -> Service:
-    """Tansu again on its old port, as a supervisor would start it (memory storage: empty)."""
-    port = int(svc.url.rsplit(":", 1)[1])
-    listener = f"tcp://127.0.0.1:{port}"
-    proc = spawn([tansu_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-                  "--storage-engine", "memory://tansu/"], Path(svc.log), env={"RUST_LOG": "warn"})
-    wait_until("tansu", lambda: tcp_open("127.0.0.1", port), proc=proc, log_path=Path(svc.log), timeout_s=30)
-    return Service(svc.name, proc.pid, svc.url, svc.log, svc.data_dir)
-
-
 @pytest.mark.parametrize("when", list(DELAYS))
 def test_tansu_sigkill(run: ChaosRun, chaos_stack: StackState, flood: Flood, reference: Outcome,
                        record: dict[str, Any], when: str) -> None:
@@ -165,7 +154,7 @@ def test_tansu_sigkill(run: ChaosRun, chaos_stack: StackState, flood: Flood, ref
     time.sleep(DELAYS[when])
     mark = run.mark()
     _t, sent_at_restart, acked_at_restart = mark  # every message after sent_at_restart meets a live broker
-    chaos_stack.services["tansu"] = _restart_tansu(old)
+    chaos_stack.services["tansu"] = restart_tansu(old)
     chaos_stack.save()
     record.update(run.recovery(mark))
     run.finish(stall_s=60)
