@@ -222,3 +222,18 @@ def restart_tansu(svc: Service) -> Service:
                   "--storage-engine", "memory://tansu/"], Path(svc.log), env={"RUST_LOG": "warn"})
     wait_until("tansu", lambda: tcp_open("127.0.0.1", port), proc=proc, log_path=Path(svc.log), timeout_s=30)
     return Service(svc.name, proc.pid, svc.url, svc.log, svc.data_dir)
+
+
+async def produce(kafka_url: str, topic: str, values: list[bytes], partition: int = 0) -> None:
+    """Write records straight to a Kafka partition, each acknowledged before the next."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.topics import bootstrap_servers
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(kafka_url))
+    await producer.start()
+    try:
+        for v in values:
+            await producer.send_and_wait(topic, v, partition=partition)
+    finally:
+        await producer.stop()

@@ -13,7 +13,6 @@ from typing import Any
 import faust
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
 from ioc.settings import Settings
@@ -25,8 +24,7 @@ from streams.detector_stage import DetectorStage
 from streams.kafka_admin import ensure_topics
 from streams.offset_guard import OffsetGuard
 from streams.pipeline_stats import StageStats
-from streams.topics import bootstrap_servers
-from tests.support import register_sensors
+from tests.support import produce, register_sensors
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -53,13 +51,7 @@ def _event(topic: str, offset: int, value: bytes) -> Any:
 
 async def _produce(kafka_url: str, topic: str, values: list[bytes]) -> None:
     await ensure_topics(kafka_url, [topic], 1)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(kafka_url))
-    await producer.start()
-    try:
-        for v in values:
-            await producer.send_and_wait(topic, v, partition=0)
-    finally:
-        await producer.stop()
+    await produce(kafka_url, topic, values)
 
 
 def _guard(kafka_url: str, db_url: str, topic: str) -> tuple[OffsetGuard, faust.App, list[int]]:

@@ -8,30 +8,19 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from ioc.wire import encode_payload
-from streams.topics import TopicNames, bootstrap_servers
-from tests.support import publish, register_sensors, scalar, wait_for
+from streams.topics import TopicNames
+from tests.support import produce, publish, register_sensors, scalar, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-async def _produce(kafka_url: str, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(kafka_url))
-    await producer.start()
-    try:
-        for v in values:
-            await producer.send_and_wait(topic, v, partition=0)
-    finally:
-        await producer.stop()
 
 
 def test_poison_records_become_dead_letters_and_do_not_stop_the_sink(pipeline: dict[str, str]) -> None:
     db = pipeline["IOC_DATABASE_URL"]
     topic = TopicNames(pipeline["IOC_TOPIC_PREFIX"]).readings
     junk = [b"not an envelope " + uuid.uuid4().hex.encode(), b'{"v": 1, "readings": [["too", "short"]]}']
-    asyncio.run(_produce(pipeline["IOC_KAFKA_URL"], topic, junk))
+    asyncio.run(produce(pipeline["IOC_KAFKA_URL"], topic, junk))
     for raw in junk:
         wait_for(lambda raw=raw: scalar(db, "SELECT reason FROM deadletters WHERE raw = %s AND source = 'kafka'",
                                         (raw,)) == "bad_envelope", 60, "poison dead letter")
