@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -92,11 +92,12 @@ class OffsetGuard:
         backoff = Backoff(base_s=0.5, cap_s=10.0)
         while True:
             try:
-                if await self._log_replaced(at.partition):
+                bounds = await self._bounds(at.partition)
+                if await self._log_replaced(at.partition, bounds):
                     log.error("%s[%s]: the broker's log is not the one this partition's ledger applied (a broker"
                               " that lost its log); the ledger starts this partition afresh", self.topic, at.partition)
                     await self._forget(at)
-                current = await self._record_at(at.partition, at.offset) == bytes(event.value or b"")
+                current = await self._record_at(at.partition, at.offset, bounds) == bytes(event.value or b"")
                 break
             except Exception as e:  # noqa: BLE001 - a broker hiccup: never apply unchecked, retry
                 log.warning("%s[%s]: checking the broker's log failed (%s); retrying", self.topic, at.partition, e)
@@ -110,30 +111,31 @@ class OffsetGuard:
         self._unsure.discard(at.partition)
         return True
 
-    async def _log_replaced(self, partition: int) -> bool:
+    async def _bounds(self, partition: int) -> tuple[int, int]:
+        """The partition's log start and end (the next offset the broker will write)."""
+        reader = await self._open()
+        tp = TopicPartition(self.topic, partition)
+        return int((await reader.beginning_offsets([tp]))[tp]), int((await reader.end_offsets([tp]))[tp])
+
+    async def _log_replaced(self, partition: int, bounds: tuple[int, int]) -> bool:
         """The ledger started from an offset-0 record the broker's log does not have at 0."""
         known = await self.db.run(partial(first_record, stream=self.stream, partition=partition),
                                   "read the ledger's first record")
         if known is None:  # nothing applied yet, or a ledger older than the digest
             return False
-        reader = await self._open()
-        tp = TopicPartition(self.topic, partition)
-        start = int((await reader.beginning_offsets([tp]))[tp])
-        if start > 0:  # retention moved the log's start: the same log, nothing to compare
+        if bounds[0] > 0:  # retention moved the log's start: the same log, nothing to compare
             return False
-        first = await self._record_at(partition, 0)
+        first = await self._record_at(partition, 0, bounds)
         return first is None or record_digest(first) != known
 
-    async def _record_at(self, partition: int, offset: int) -> bytes | None:
-        """The broker's record at this offset, None if its log does not hold that offset."""
-        reader = await self._open()
-        tp = TopicPartition(self.topic, partition)
-        start = int((await reader.beginning_offsets([tp]))[tp])
-        end = int((await reader.end_offsets([tp]))[tp])
+    async def _record_at(self, partition: int, offset: int, bounds: tuple[int, int]) -> bytes | None:
+        """The broker's record at this offset, None if its log (``bounds``) does not hold that offset."""
+        start, end = bounds
         if not start <= offset < end:
             return None
-        async for at, value in self._read(partition, offset, offset + 1):
-            return value if at == offset else None
+        async with contextlib.aclosing(self._read(partition, offset, offset + 1)) as records:
+            async for at, value in records:
+                return value if at == offset else None
         return None
 
     async def _forget(self, at: Position) -> None:
@@ -256,7 +258,7 @@ class OffsetGuard:
         not interleave two ranges on one guard)."""
         return self._read(partition, start, end)
 
-    async def _read(self, partition: int, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
+    async def _read(self, partition: int, start: int, end: int) -> AsyncGenerator[tuple[int, bytes], None]:
         """Records ``start <= offset < end`` of one partition, in order, a batch at a time (fewer if
         the broker lost some); raises if none arrives for ``read_timeout_s``."""
         reader = await self._open()

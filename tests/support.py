@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from aiokafka import AIOKafkaProducer
 from psycopg.types.json import Jsonb
 
 from ioc.mqtt_client import connect, make_client
 from ioc.stack.children import ChildProcesses
 from ioc.stack.process import spawn, tcp_open, wait_until
 from ioc.stack.services import Service, tansu_binary
+from streams.topics import bootstrap_servers
 
 
 def publish(mqtt_url: str, messages: Iterable[tuple[str, bytes]], timeout_s: float = 60.0) -> int:
@@ -226,10 +228,6 @@ def restart_tansu(svc: Service) -> Service:
 
 async def produce(kafka_url: str, topic: str, values: list[bytes], partition: int = 0) -> None:
     """Write records straight to a Kafka partition, each acknowledged before the next."""
-    from aiokafka import AIOKafkaProducer
-
-    from streams.topics import bootstrap_servers
-
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(kafka_url))
     await producer.start()
     try:
