@@ -19,8 +19,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Cheap, CPU-only benches first, so a broken stack does not hide their figures.
-ORDER = ("bench_ingest.py", "bench_detectors.py", "bench_storage.py", "bench_alert_storm.py", "bench_sim.py",
-         "bench_pipeline.py")
+ORDER = ("bench_ingest.py", "bench_detectors.py", "bench_stage_pauses.py", "bench_storage.py", "bench_alert_storm.py",
+         "bench_sim.py", "bench_pipeline.py")
 # Issue 11's comparable figures: raw limits, then the sustained rate, then scale-out, in the same run;
 # --quick runs only these, each with its own --quick.
 ISSUE11 = ("bench_raw.py", "bench_sustained.py", "bench_scaleout.py")

@@ -12,6 +12,7 @@ from ioc.models import FindingBatch, Reading
 from ioc.settings import Settings
 from ioc.storage.offset_ledger import Position
 from ioc.storage.sensors_store import SensorEntry
+from ioc.wire import encode_envelope
 from streams.detector_stage import CHECKPOINT, FINDINGS_PER_RECORD, DetectorStage
 from streams.pipeline_stats import StageStats
 
@@ -283,3 +284,162 @@ def test_thousands_of_findings_from_one_envelope_go_as_several_records_under_kaf
     assert len(silent) >= 3 and all(len(b.findings) <= FINDINGS_PER_RECORD for b in silent)
     assert {b.source_offset for b in silent} == {1}
     assert all(len(msgspec.json.encode(b)) < 1_000_000 for _, b in sent.batches)
+
+
+class StateWrites(dict[str, Any]):
+    """A table that counts the sensor states written since ``mark()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not key.startswith(CHECKPOINT):
+            self.writes += 1
+        super().__setitem__(key, value)
+
+    def mark(self) -> int:
+        n, self.writes = self.writes, 0
+        return n
+
+
+class Reread:
+    """The readings partition as a takeover reads it again (``OffsetGuard.read_range``)."""
+
+    def __init__(self, log: list[list[Reading]]) -> None:
+        self.log = log
+
+    async def read_range(self, partition: int, start: int, end: int) -> Any:
+        for off in range(start, min(end, len(self.log))):
+            yield off, encode_envelope(self.log[off])
+
+
+N_SPREAD = 700
+SPREAD = {f"G{i}": SensorEntry(f"G{i}", "water_level", f"G{i}", ("water_level_m",), 10.0, None, {})
+          for i in range(N_SPREAD)}
+
+
+def _spread_log(envelopes: int, per_envelope: int = 50) -> list[list[Reading]]:
+    """Sensors round robin, each reading every 14 envelopes (0.1 s apart), values that keep moving."""
+    out, k = [], 0
+    for offset in range(envelopes):
+        ts = T0 + timedelta(seconds=0.1 * offset)
+        rs = []
+        for _ in range(per_envelope):
+            rs.append(Reading(f"G{k % N_SPREAD}", "water_level", ts, k, {"water_level_m": round(3.0 + 0.01 * (k % 13), 2)}))
+            k += 1
+        out.append(rs)
+    return out
+
+
+def _spread_stage(table: dict[str, Any], log: list[list[Reading]]) -> DetectorStage:
+    s = Settings(mqtt_url="mqtt://u:p@127.0.0.1:1", kafka_url="kafka://127.0.0.1:1", kafka_partitions=1,
+                 detector_checkpoint_s=2.0)
+    stage = DetectorStage(s, table, Sent(ack_at_once=True).send, StageStats("test"), "readings",
+                          rereader=Reread(log))  # type: ignore[arg-type]
+    stage.start(SPREAD)
+    return stage
+
+
+async def _run_spread(stage: DetectorStage, log: list[list[Reading]], start: int, end: int,
+                      after_each: Any = None) -> None:
+    for offset in range(start, end):
+        rs = log[offset]
+        committed = rs[-1].ts + timedelta(milliseconds=50)
+        stage.observe(0, rs, committed)
+        await stage.run([(Position("g:readings", 0, offset), rs, None)], committed)
+        if after_each is not None:
+            after_each(offset)
+
+
+def _live_states(stage: DetectorStage) -> dict[str, dict[str, Any]]:
+    from streams.detection import state_of
+
+    assert stage.bank is not None
+    return {sid: state_of(stage.bank.detectors(sid, stage.table) or [], stage.bank._holds.get(sid))
+            for sid in SPREAD}
+
+
+def test_a_checkpoint_is_written_over_several_envelopes_and_names_where_it_started() -> None:
+    """All 700 dirty states at once held the event loop (250 ms at 10,000 sensors); each call writes at
+    most a slice, and the partition's key comes last, naming the offset every written state reached."""
+    from streams.detector_stage import FLUSH_SLICE
+
+    log = _spread_log(400)
+    table = StateWrites()
+    stage = _spread_stage(table, log)
+    per_call: list[int] = []
+    started: list[int] = []
+    keys: list[tuple[int, int]] = []
+
+    def watch(offset: int) -> None:
+        per_call.append(table.mark())
+        if 0 in stage.flushing and (not started or started[-1] != stage.flushing[0][0]):
+            started.append(stage.flushing[0][0])
+        raw = table.get(f"{CHECKPOINT}0")
+        if raw is not None and (not keys or keys[-1][1] != int(raw)):
+            keys.append((offset, int(raw)))
+
+    asyncio.run(_run_spread(stage, log, 0, len(log), watch))
+    assert max(per_call) <= max(FLUSH_SLICE, 50), max(per_call)
+    spread = [k for k, (offset, mark) in enumerate(keys) if offset > mark]  # finished after it began
+    assert spread, keys  # at least one checkpoint needed several envelopes
+    # each key names where its checkpoint started: the next offset when it fit in one call
+    assert all(mark == offset + 1 or mark in started for offset, mark in keys), (keys, started)
+    assert len(keys) >= 8, keys
+    # every sensor was dirty in each checkpoint here (each reads every 14 envelopes, a checkpoint
+    # waits 42), so each state stands at or after the offset the last key names
+    uptos = [msgspec.json.decode(table[sid])["upto"] for sid in SPREAD]
+    assert min(uptos) >= keys[-1][1], (min(uptos), keys[-1])
+
+
+def test_a_worker_killed_in_the_middle_of_a_checkpoint_is_taken_over_with_the_same_detector_state() -> None:
+    """Sensors written at different offsets by a checkpoint cut short: the next worker replays each
+    from its own offset, so every detector ends as if nothing had happened (none fed a reading twice,
+    none missing one)."""
+    log = _spread_log(400)
+    whole = _spread_stage({}, log)
+    asyncio.run(_run_spread(whole, log, 0, len(log)))
+
+    table: dict[str, Any] = {}
+    first = _spread_stage(table, log)
+    cut: list[int] = []
+
+    async def until_mid_checkpoint() -> None:
+        for offset in range(len(log)):
+            await _run_spread(first, log, offset, offset + 1)
+            if offset > 100 and 0 in first.flushing and len(first.flushing[0][1]) < N_SPREAD // 2:
+                cut.append(offset + 1)
+                return
+
+    asyncio.run(until_mid_checkpoint())
+    assert cut, "no checkpoint was cut in the middle"
+    reference_at = [0]
+    saved = {k: msgspec.json.decode(v) for k, v in table.items() if not k.startswith(CHECKPOINT)}
+    uptos = {st["upto"] for st in saved.values()}
+    assert len(uptos) > 1  # the sensors stand at different offsets
+    # each saved state is exactly the state after the readings before its own `upto`
+    reference = _spread_stage({}, log)
+    for upto in sorted(uptos):
+        asyncio.run(_run_spread(reference, log, reference_at[0], upto))
+        reference_at[0] = upto
+        now = _live_states(reference)
+        for sid, st in saved.items():
+            if st["upto"] == upto:
+                assert {k: v for k, v in st.items() if k != "upto"} == msgspec.json.decode(msgspec.json.encode(now[sid])), sid
+    second = _spread_stage(dict(table), log)  # the worker that takes the partition over
+    asyncio.run(_run_spread(second, log, cut[0], len(log)))
+    assert _live_states(second) == _live_states(whole)
+
+
+def test_a_sensor_that_reaches_the_table_after_the_index_was_built_is_ticked_too() -> None:
+    table: dict[str, Any] = {}
+    stage = _stage(table, Sent())
+    assert stage.partition_sensors(0) == []
+    table["HYD_OTHER"] = b"{}"  # restored from the changelog, say, after the index was built
+    assert stage.partition_sensors(0) == ["HYD_OTHER"]
+    assert stage.bank is not None
+    stage.bank.detectors(GAUGE.sensor_id, table)  # a sensor built from its first reading
+    assert stage.partition_sensors(0) == [GAUGE.sensor_id, "HYD_OTHER"]
+    stage.bank.forget(GAUGE.sensor_id)
+    assert stage.partition_sensors(0) == ["HYD_OTHER"]
