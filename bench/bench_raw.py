@@ -10,6 +10,10 @@ Starts its own local stack (``ioc.stack``: Mosquitto, Tansu, PostgreSQL; loopbac
   the worker): a backlog is produced first and the agent counts it from its first record to its
   last. Tansu takes ~30 s to give a new group its partitions; that wait overlaps the other hops
   and is not in the figure (the agent waits for a go-file before it starts counting);
+- **the Kafka hop's latency against the consumer's fetch wait** (``kafka_wait``): a record every
+  20 ms over 8 partitions, each timed from its send to its arrival at a consumer with that
+  ``fetch_max_wait_ms``. Tansu answers a waiting fetch well before the wait is over but not at
+  once, so this is the floor of the worker's ``consumer_fetch_max_wait_ms`` trade-off;
 - **PostgreSQL binary COPY** into a table shaped like ``readings`` (same columns, unique key and
   index), in transactions of ``--copy-batch`` rows and in one transaction.
 
@@ -48,6 +52,7 @@ from harness import (
     BenchStack,
     StartedPids,
     _load_values,
+    quantiles,
     result_header,
     short_tag,
     wait_until,
@@ -61,7 +66,8 @@ from ioc.wire import Reading, encode_envelope, encode_payload
 
 console = Console(width=120)
 PARTITIONS = 8  # IOC_KAFKA_PARTITIONS' default, as the pipeline runs
-HOPS = ("mqtt", "kafka", "faust", "copy")
+HOPS = ("mqtt", "kafka", "kafka_wait", "faust", "copy")
+FETCH_WAITS_MS = (10, 30, 50, 100)  # the worker's default is 100
 
 
 def _payloads(n_sensors: int) -> list[tuple[str, bytes]]:
@@ -256,6 +262,52 @@ def kafka_hops(kafka_url: str, n: int, timeout_s: float) -> dict[str, dict[str, 
     return out
 
 
+async def _hop_latency(kafka_url: str, topic: str, wait_ms: int, n: int, gap_s: float) -> list[float]:
+    """Send ``n`` records ``gap_s`` apart round the partitions; ms from each send to its arrival."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from streams.topics import bootstrap_servers
+
+    servers = bootstrap_servers(kafka_url)
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=0, enable_idempotence=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=wait_ms)
+    await producer.start()
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        await consumer.seek_to_end(*parts)
+        ages: list[float] = []
+
+        async def send() -> None:
+            for i in range(n):
+                await producer.send(topic, str(time.time()).encode(), partition=i % PARTITIONS)
+                await asyncio.sleep(gap_s)
+
+        async def receive() -> None:
+            while len(ages) < n:
+                got = await consumer.getmany(timeout_ms=1000)
+                now = time.time()
+                ages.extend((now - float(m.value)) * 1000.0 for ms in got.values() for m in ms)
+
+        await asyncio.wait_for(asyncio.gather(send(), receive()), n * gap_s + 30.0)
+        return ages
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def kafka_wait_hops(kafka_url: str, n: int) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for wait_ms in FETCH_WAITS_MS:
+        topic = f"bench-raw-wait-{uuid.uuid4().hex[:6]}"
+        asyncio.run(_create_topics(kafka_url, [topic]))
+        ages = asyncio.run(_hop_latency(kafka_url, topic, wait_ms, n, 0.02))
+        out[f"kafka_hop_wait_{wait_ms}ms"] = {"fetch_max_wait_ms": wait_ms, "records": n, "send_gap_ms": 20,
+                                              "latency_ms": quantiles(ages)}
+    return out
+
+
 # -- a bare Faust counting agent ----------------------------------------------------------------------------
 
 
@@ -407,6 +459,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if "kafka" in args.hops:
                 hops.update(kafka_hops(urls["IOC_KAFKA_URL"], args.n, args.timeout))
                 console.print(f"kafka: { {k: v['per_s'] for k, v in hops.items() if k.startswith('kafka')} }")
+            if "kafka_wait" in args.hops:
+                hops.update(kafka_wait_hops(urls["IOC_KAFKA_URL"], 100 if args.quick else 250))
+                console.print(f"kafka hop latency by fetch wait: "
+                              f"{ {k: v['latency_ms'] for k, v in hops.items() if k.startswith('kafka_hop')} }")
             if "copy" in args.hops:
                 db = stack.new_database(short_tag())
                 hops.update(pg_copy(db, int(args.n * ROWS_PER_READING), args.copy_batch))
@@ -436,6 +492,15 @@ def print_table(data: dict[str, Any]) -> None:
         t.add_row(label, f"{h.get('per_s', 0):,}", f"{rps:,}" if rps else h.get("error", "-"),
                   f"{rps / slow:.2f}" if rps and slow else "")
     console.print(t)
+    waits = [h for k, h in data["hops"].items() if k.startswith("kafka_hop_wait_")]
+    if waits:
+        w = Table(title="The Kafka hop (send → consumer) against the consumer's fetch wait, a record every 20 ms")
+        for col in ("fetch_max_wait_ms", "ms p50 / p99 / max"):
+            w.add_column(col, justify="right")
+        for h in waits:
+            q = h["latency_ms"]
+            w.add_row(str(h["fetch_max_wait_ms"]), f"{q['p50']:.1f} / {q['p99']:.1f} / {q['max']:.1f}")
+        console.print(w)
     if slow:
         console.print(f"slowest pipeline hop: [bold]{data['slowest_hop']['label']}[/] at {slow:,} readings/s")
 

@@ -817,6 +817,8 @@ def summary_rows(out_dir: Path = RESULTS_DIR) -> list[tuple[str, str]]:
         for key, h in raw.get("hops", {}).items():
             if h.get("readings_per_s"):
                 rows.append((f"raw{tag}: {key}", f"{h.get('per_s', 0):,}/s = {h['readings_per_s']:,} readings/s"))
+            elif key.startswith("kafka_hop_wait_"):
+                rows.append((f"raw{tag}: Kafka hop at fetch wait {h['fetch_max_wait_ms']} ms", _fmt_q(h["latency_ms"])))
         if raw.get("slowest_hop"):
             slow = float(raw["slowest_hop"]["readings_per_s"])
             rows.append(("raw: slowest pipeline hop", f"{raw['slowest_hop']['name']} at {slow:,.0f} readings/s"))
@@ -842,7 +844,17 @@ def summary_rows(out_dir: Path = RESULTS_DIR) -> list[tuple[str, str]]:
                              ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))))
             rss = {k: v for k, v in p.get("rss_peak_mb", {}).items() if k != "bench"}
             rows.append((f"RSS peak MB {label}", ", ".join(f"{k} {v:,.0f}" for k, v in sorted(rss.items()))))
-    return rows + scaleout_rows(out_dir) + soak_rows(out_dir) + storm_rows(out_dir)
+    return rows + scaleout_rows(out_dir) + soak_rows(out_dir) + storm_rows(out_dir) + pause_rows(out_dir)
+
+
+def pause_rows(out_dir: Path) -> list[tuple[str, str]]:
+    """(what, figure) rows from stage_pauses.json: the detector stage's longest holds of the event loop."""
+    sp = _load(out_dir, "stage_pauses")
+    if not sp:
+        return []
+    return [(f"detector stage calls, {v['variant']} ({sp['sensors']:,} sensors at {sp['rate']:,.0f}/s)",
+             f"{_fmt_q(v['call_ms'])}; {v['calls_over_20ms']} over 20 ms; full GC passes {v['gc_full_pass_ms']:.0f} ms")
+            for v in sp.get("variants", {}).values()]
 
 
 def storm_rows(out_dir: Path) -> list[tuple[str, str]]:
