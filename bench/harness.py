@@ -817,8 +817,8 @@ def summary_rows(out_dir: Path = RESULTS_DIR) -> list[tuple[str, str]]:
         for key, h in raw.get("hops", {}).items():
             if h.get("readings_per_s"):
                 rows.append((f"raw{tag}: {key}", f"{h.get('per_s', 0):,}/s = {h['readings_per_s']:,} readings/s"))
-            elif key.startswith("kafka_hop_wait_"):
-                rows.append((f"raw{tag}: Kafka hop at fetch wait {h['fetch_max_wait_ms']} ms", _fmt_q(h["latency_ms"])))
+        for h in sorted(raw.get("kafka_wait", {}).values(), key=lambda h: h["fetch_max_wait_ms"]):
+            rows.append((f"raw{tag}: Kafka hop at fetch wait {h['fetch_max_wait_ms']} ms", _fmt_q(h["latency_ms"])))
         if raw.get("slowest_hop"):
             slow = float(raw["slowest_hop"]["readings_per_s"])
             rows.append(("raw: slowest pipeline hop", f"{raw['slowest_hop']['name']} at {slow:,.0f} readings/s"))

@@ -102,7 +102,9 @@ class Settings(BaseSettings):
         " by default the session survives so a restart loses nothing",
     )
     share_group: str = Field("ioc", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="MQTT shared-subscription group")
-    registry_refresh_s: float = Field(10.0, gt=0, description="how often bridge and worker reload the registry")
+    registry_refresh_s: float = Field(
+        10.0, gt=0, description="how often bridge and worker check the registry (reloaded only when it changed)"
+    )
     retention_days: int = Field(365, ge=1, description="TimescaleDB retention of raw readings")
     compress_after_days: int = Field(7, ge=1, description="TimescaleDB compression age")
     offset_check_s: float = Field(

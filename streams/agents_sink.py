@@ -18,7 +18,7 @@ from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, decode_batch, write_deadletters
 from ioc.storage.offset_ledger import Claim, ClaimResult, Position
 from ioc.storage.readings_sink import write_readings, write_readings_group
-from ioc.storage.sensors_store import load_sensor_entries
+from ioc.storage.sensors_store import load_if_changed, load_sensor_entries
 from ioc.wire import decode_envelope
 from streams.db_worker import DbWorker
 from streams.detector_stage import ApplyAlerts, DetectorStage, Stored
@@ -246,9 +246,14 @@ def register_sink_agents(p: Pipeline, settings: Settings, apply_alerts: ApplyAle
         if rows:
             await db.run(partial(write_stats, rows=rows), "write pipeline metrics")
 
+    registry_seen: list[int | None] = [None]
+
     async def refresh_registry() -> None:
         if stage.bank is not None:
-            stage.update_registry(await db.run(load_sensor_entries, "reload sensor registry"))
+            registry_seen[0], fresh = await db.run(partial(load_if_changed, seen=registry_seen[0],
+                                                           load=load_sensor_entries), "reload sensor registry")
+            if fresh is not None:  # None: unchanged since the last load
+                stage.update_registry(fresh)
 
     p.app.agent(p.readings, name="sink")(readings.agent)
     p.app.task(readings.writer)

@@ -70,7 +70,7 @@ class Bridge:
         sensors: dict[str, SensorInfo],
         *,
         on_unknown_sensor: Callable[[str, str], None] | None = None,
-        reload_sensors: Callable[[], dict[str, SensorInfo]] | None = None,
+        reload_sensors: Callable[[], dict[str, SensorInfo] | None] | None = None,
         write_metrics: Callable[[list[tuple[datetime, str, str, str, float]]], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -247,7 +247,8 @@ class Bridge:
             except Exception as e:  # noqa: BLE001 - keep the old registry, try again later
                 log.warning("sensor registry refresh failed: %s", e)
                 continue
-            self.sensors.update(fresh)
+            if fresh is not None:  # None: unchanged since the last load
+                self.sensors.update(fresh)
 
     async def _metrics_writer(self) -> None:
         """Counts, rates and rejects per reason to ``pipeline_metrics`` for the health dashboard."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ioc.settings import Settings
 from ioc.storage.db import connect
-from ioc.storage.sensors_store import auto_register, load_sensor_infos
+from ioc.storage.sensors_store import auto_register, load_if_changed, load_sensor_infos
 from ioc.wire import SensorInfo
 from streams.bridge import Bridge, BridgeStats
 from streams.pipeline_stats import write_stats
@@ -25,16 +25,20 @@ async def serve(
     assert settings.database_url is not None
     url = settings.database_url
     with connect(url, autocommit=True) as conn:
-        sensors = load_sensor_infos(conn)
+        version, loaded = load_if_changed(conn, None, load_sensor_infos)
+    sensors = loaded or {}
+    seen = [version]
     log.info("bridge: %d registered sensors, auto-register=%s", len(sensors), settings.auto_register)
 
     def register(sensor_id: str, kind: str) -> None:
         with connect(url, autocommit=True) as c:
             auto_register(c, sensor_id, kind)
 
-    def reload() -> dict[str, SensorInfo]:
+    def reload() -> dict[str, SensorInfo] | None:
+        """None while the registry is unchanged (see ``load_if_changed``)."""
         with connect(url, autocommit=True) as c:
-            return load_sensor_infos(c)
+            seen[0], fresh = load_if_changed(c, seen[0], load_sensor_infos)
+        return fresh
 
     def write_metrics(rows: list[tuple[datetime, str, str, str, float]]) -> None:
         with connect(url, autocommit=True) as c:

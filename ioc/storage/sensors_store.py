@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -46,6 +46,33 @@ def auto_register(conn: psycopg.Connection, sensor_id: str, kind: str) -> None:
 def load_sensor_infos(conn: psycopg.Connection) -> dict[str, SensorInfo]:
     rows = conn.execute("SELECT sensor_id, kind, alarm_levels FROM sensors WHERE retired_at IS NULL").fetchall()
     return {r[0]: SensorInfo(r[1], urgent_level(r[1], r[2])) for r in rows}
+
+
+T = TypeVar("T")
+
+
+def registry_version(conn: psycopg.Connection) -> int | None:
+    """Moves with every statement that changes ``sensors`` (a trigger); None before migration 009."""
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT version FROM registry_version").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return None if row is None else int(row[0])
+
+
+def load_if_changed(conn: psycopg.Connection, seen: int | None,
+                    load: Callable[[psycopg.Connection], T]) -> tuple[int | None, T | None]:
+    """``(version, load(conn))``, or ``(seen, None)`` while the registry's version is still ``seen``.
+
+    The version is read before the rows: a change committed in between is in the rows and moves
+    the version past the one returned, so it is loaded once more, never missed. An unknown version
+    (None) always loads.
+    """
+    version = registry_version(conn)
+    if version is not None and version == seen:
+        return seen, None
+    return version, load(conn)
 
 
 def load_alarm_levels(conn: psycopg.Connection) -> dict[str, dict[str, float | None]]:

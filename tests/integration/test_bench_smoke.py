@@ -50,6 +50,9 @@ def test_quick_raw_and_sustained_benches(tmp_path: Path) -> None:
     assert all(h["readings_per_s"] > 0 for h in hops.values())
     assert raw["slowest_hop"]["readings_per_s"] == min(
         hops[k]["readings_per_s"] for k in ("mqtt_qos1", "kafka_produce", "kafka_consume", "faust_agent", "pg_copy"))
+    waits = raw["kafka_wait"]  # the Kafka hop timed at each fetch wait, every record received
+    assert sorted(w["fetch_max_wait_ms"] for w in waits.values()) == [10, 30, 50, 100]
+    assert all(w["latency_ms"]["n"] == w["records"] == 100 for w in waits.values())
     assert {n for n, _, _ in raw["started_pids"]} >= {"mosquitto", "tansu", "postgres", "faust-agent"}
     assert _left_running(raw["started_pids"]) == []
 
