@@ -22,7 +22,7 @@ from ioc.storage.sensors_store import load_if_changed, load_sensor_entries
 from ioc.wire import decode_envelope
 from streams.db_worker import DbWorker
 from streams.detector_stage import ApplyAlerts, DetectorStage, Stored
-from streams.faust_compat import as_current_event, committed_offsets
+from streams.faust_compat import as_current_event, committed_offsets, producer_room
 from streams.kafka_admin import TopicKeeper
 from streams.offset_guard import OffsetGuard
 from streams.pipeline_stats import StageStats, write_stats
@@ -197,7 +197,8 @@ def register_sink_agents(p: Pipeline, settings: Settings, apply_alerts: ApplyAle
                          settings.kafka_partitions, on_missing=topics_missing)
     stage = DetectorStage(settings, p.detector_state, p.findings.send, stats, p.topics.readings,
                           rereader=reader(p.topics.readings), sent_reader=reader(p.topics.findings),
-                          owned=owned_partitions, topics_again=keeper.check, apply_alerts=apply_alerts)
+                          owned=owned_partitions, topics_again=keeper.check, apply_alerts=apply_alerts,
+                          changelog_room=partial(producer_room, p.app))
     guard.on_recreated = stage.topic_recreated
     readings = ReadingsSink(settings, db, guard, stage, stats, p.topics.readings)
 

@@ -68,7 +68,8 @@ class DetectorStage:
                  topic: str, rereader: OffsetGuard | None = None, sent_reader: OffsetGuard | None = None,
                  owned: Callable[[], Mapping[int, bool] | None] | None = None,
                  topics_again: Callable[[], Awaitable[None]] | None = None,
-                 apply_alerts: ApplyAlerts | None = None) -> None:
+                 apply_alerts: ApplyAlerts | None = None,
+                 changelog_room: Callable[[], int] | None = None) -> None:
         self.settings = settings
         self.table = table
         self.send = send
@@ -83,6 +84,9 @@ class DetectorStage:
         #: Turns findings into alerts before they are sent to the findings topic: an envelope whose
         #: findings the topic has is thereby one whose alerts were applied (see :meth:`run`).
         self.apply_alerts = apply_alerts
+        #: How many more table writes the changelog's producer buffer takes before Faust stops the
+        #: stream to drain it (None: no limit). See :meth:`run`.
+        self.changelog_room = changelog_room
         self.bank: DetectorBank | None = None
         self.clock = EventClock()
         self.worker_started = datetime.now(UTC)
@@ -356,6 +360,12 @@ class DetectorStage:
             await self._acked(fut, batch, partition)
         last = {at.partition: (at.offset, ev) for at, _, ev in items}
         budget = max(FLUSH_SLICE, sum(len(rs) for _, rs, _ in items))
+        if self.changelog_room is not None:
+            # Faust holds the stream while more than 100 table writes wait to be produced: a whole
+            # checkpoint of 10,000 sensors at once stopped every partition's intake for 1-2 s. The
+            # slice is kept to the room left, the writes drain while the next group is stored, and
+            # the checkpoint goes on at the next call.
+            budget = min(budget, max(0, self.changelog_room()))
         for partition, (offset, ev) in last.items():
             with as_current_event(ev) if ev is not None else contextlib.nullcontext():
                 budget = self._safe_checkpoint(partition, offset + 1, committed.timestamp(), budget)

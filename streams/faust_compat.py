@@ -17,6 +17,9 @@ of them fails loudly instead of quietly changing delivery guarantees.
    switched off for them, and ``commit_lost_range`` restores it for the one case where the
    broker truly no longer has the records (retention), which the caller reports as a loss.
 3. ``Consumer._committed_offset``: read for the consumer-lag metric (no public accessor).
+4. ``ProducerBuffer.size`` / ``max_messages``: table writes wait in this buffer, and Faust holds
+   every stream while more than ``max_messages`` do (``wait_until_ebb``); the detector stage
+   keeps its checkpoint writes within the room left (:func:`producer_room`).
 """
 
 from __future__ import annotations
@@ -53,7 +56,12 @@ def check_internals() -> None:
     if "_committed_offset" not in inspect.getsource(Consumer.ack):
         missing.append("Consumer.ack no longer uses _committed_offset")
     import faust.streams
+    from faust.transport.producer import ProducerBuffer
 
+    if not (hasattr(ProducerBuffer, "max_messages") and hasattr(ProducerBuffer, "size")):
+        missing.append("ProducerBuffer.max_messages / size")
+    elif "self.size > self.max_messages" not in inspect.getsource(ProducerBuffer.wait_until_ebb):
+        missing.append("ProducerBuffer.wait_until_ebb no longer holds the stream above max_messages")
     if not hasattr(faust.streams, "_current_event"):
         missing.append("faust.streams._current_event")
     if missing:
@@ -97,6 +105,12 @@ async def commit_lost_range(consumer: Any, tp: Any, offset_from: int, offset_to:
     """Let Faust commit past ``offset_from..offset_to`` (inclusive): records the broker deleted."""
     add_gap = _ORIGINAL_ADD_GAP or type(consumer)._add_gap
     await add_gap(consumer, tp, offset_from, offset_to)
+
+
+def producer_room(app: Any) -> int:
+    """Table writes the app's producer buffer takes before Faust holds the streams to drain it."""
+    buffer = app.producer.buffer
+    return int(buffer.max_messages) - int(buffer.size)
 
 
 def committed_offsets(consumer: Any) -> Mapping[Any, int | None]:

@@ -443,3 +443,35 @@ def test_a_sensor_that_reaches_the_table_after_the_index_was_built_is_ticked_too
     assert stage.partition_sensors(0) == [GAUGE.sensor_id, "HYD_OTHER"]
     stage.bank.forget(GAUGE.sensor_id)
     assert stage.partition_sensors(0) == ["HYD_OTHER"]
+
+
+def test_checkpoint_writes_keep_within_the_room_left_in_the_changelog_buffer() -> None:
+    """Faust holds every stream while more than 100 table writes wait to be produced; a checkpoint
+    of 10,000 sensors at once held intake for 1-2 s. Each call writes at most the room left (here a
+    buffer that drains by 40 between calls), none while the buffer is full, and still finishes."""
+    log = _spread_log(400)
+    table = StateWrites()
+    stage = _spread_stage(table, log)
+    waiting = [0]  # table writes not yet produced
+
+    def room() -> int:
+        return 100 - waiting[0]
+
+    stage.changelog_room = room
+    per_call: list[tuple[int, int]] = []  # (room before the call, states written)
+    before = [room()]
+
+    def after_each(offset: int) -> None:
+        wrote = table.mark()
+        per_call.append((before[0], wrote))
+        waiting[0] = max(0, waiting[0] + wrote - 40)  # what Faust produced meanwhile
+        if offset == 150:
+            waiting[0] = 100  # a full buffer: nothing may be written until it drains
+        before[0] = room()
+
+    asyncio.run(_run_spread(stage, log, 0, len(log), after_each))
+    assert all(wrote <= max(0, r) for r, wrote in per_call), [x for x in per_call if x[1] > max(0, x[0])]
+    assert any(r == 0 and wrote == 0 for r, wrote in per_call)  # the full buffer was waited out
+    assert max(w for _, w in per_call) > 0 and len(table.get(f"{CHECKPOINT}0", b"")) > 0
+    marks = int(table[f"{CHECKPOINT}0"])
+    assert marks > 200, marks  # checkpoints kept completing after the full buffer
