@@ -47,8 +47,9 @@ CHECKPOINT = "__offset__:"  # table key of a partition's detector checkpoint (ne
 FINDINGS_PER_RECORD = 500
 SPARSE_READINGS = 3  # readings per touched sensor before a checkpoint (see DetectorStage.checkpoint)
 SPARSE_WAIT = 15  # ... or this many checkpoint intervals, whichever comes first
-#: Fewest sensor states a call of :meth:`DetectorStage.run` writes towards a checkpoint under way (it
-#: writes at least one per reading it ran, so checkpoints keep up with any rate).
+#: Sensor states a call of :meth:`DetectorStage.run` may write towards a checkpoint under way: this
+#: many, or one per reading it ran if more, and never more than the room left in Faust's producer
+#: buffer (in the worker at most 100, so checkpoints move at the pace Faust produces the writes).
 FLUSH_SLICE = 128
 #: Sends one findings batch to a partition of the findings topic; returns the broker's ack future.
 Send = Callable[..., Awaitable[Any]]
