@@ -51,6 +51,7 @@ class ReadingsSink:
         self.stats = stats
         self.topic = topic
         self.waiting: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue(maxsize=2 * settings.sink_group_max)
+        self.registry_seen: int | None = None  # the registry version the detectors were built from
 
     def _record_write(self, readings: list[Any], at: Position, claim: Claim, committed: datetime) -> None:
         self.stage.observe(at.partition, readings, committed)
@@ -64,8 +65,19 @@ class ReadingsSink:
 
     async def _detect(self, items: list[Stored], committed: datetime) -> None:
         if self.stage.bank is None:
-            self.stage.start(await self.db.run(load_sensor_entries, "load sensor registry"))
+            self.registry_seen, sensors = await self.db.run(
+                partial(load_if_changed, seen=None, load=load_sensor_entries), "load sensor registry")
+            assert sensors is not None  # seen=None always loads
+            self.stage.start(sensors)
         await self.stage.run(items, committed)
+
+    async def refresh_registry(self) -> None:
+        """Detectors follow registry changes; an unchanged registry is not loaded again."""
+        if self.stage.bank is not None:
+            self.registry_seen, fresh = await self.db.run(
+                partial(load_if_changed, seen=self.registry_seen, load=load_sensor_entries), "reload sensor registry")
+            if fresh is not None:  # None: unchanged since the last load
+                self.stage.update_registry(fresh)
 
     async def apply_envelope(self, value: bytes, at: Position, jump: bool) -> ClaimResult:
         """Store one envelope (claiming its offset), then run the detectors over it."""
@@ -247,18 +259,9 @@ def register_sink_agents(p: Pipeline, settings: Settings, apply_alerts: ApplyAle
         if rows:
             await db.run(partial(write_stats, rows=rows), "write pipeline metrics")
 
-    registry_seen: list[int | None] = [None]
-
-    async def refresh_registry() -> None:
-        if stage.bank is not None:
-            registry_seen[0], fresh = await db.run(partial(load_if_changed, seen=registry_seen[0],
-                                                           load=load_sensor_entries), "reload sensor registry")
-            if fresh is not None:  # None: unchanged since the last load
-                stage.update_registry(fresh)
-
     p.app.agent(p.readings, name="sink")(readings.agent)
     p.app.task(readings.writer)
-    p.app.timer(settings.registry_refresh_s, name="registry_refresh")(refresh_registry)
+    p.app.timer(settings.registry_refresh_s, name="registry_refresh")(readings.refresh_registry)
     p.app.timer(settings.silence_check_s, name="silence")(stage.silence_timer)
 
     p.app.timer(settings.offset_check_s, name="readings_offset_tail")(guard.check_tail)

@@ -27,7 +27,7 @@ from ioc.errors import IocError, PayloadRejected
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, encode_batch
 from ioc.wire import Reading, SensorInfo, ValidationPolicy, encode_envelope, parse_topic, validate
-from streams.envelope_batcher import Batch, EnvelopeBatcher, send_rounds
+from streams.envelope_batcher import Batch, EnvelopeBatcher, take_merged
 from streams.kafka_admin import TopicKeeper, ensure_topics
 from streams.kafka_retry import SendRetry
 from streams.mqtt_loop import AckToken, CredentialsRefused, MqttLoop
@@ -105,6 +105,10 @@ class Bridge:
         self.keeper = TopicKeeper(settings.kafka_url, self.topics.all(), settings.kafka_partitions)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Queue[Batch[Reading, AckToken]] = asyncio.Queue()
+        # One lane per partition: a partition has at most one envelope in flight (its order), and
+        # never waits for another partition's acknowledgement.
+        self._lanes: dict[int, collections.deque[Batch[Reading, AckToken]]] = {}
+        self._lane_tasks: dict[int, asyncio.Task[None]] = {}
         self._inbox: collections.deque[tuple[str, bytes, AckToken]] = collections.deque()  # appended by paho's thread
         self._wake_pending = False
 
@@ -197,7 +201,7 @@ class Bridge:
                 await asyncio.sleep(delay)
 
     async def _flush_batch(self, batch: Batch[Reading, AckToken]) -> None:
-        # Called only by the single sender task, at most one envelope per partition at a time: in order.
+        # Called only by the partition's lane, one envelope at a time: in order.
         await self._send(self.topics.readings, encode_envelope(batch.items), batch.partition,
                          f"envelope of {len(batch.items)} to partition {batch.partition}")
         self.stats.envelopes += 1
@@ -212,16 +216,26 @@ class Bridge:
         self.stats.acked += self.mqtt.ack([t for _, tokens in items for t in tokens])
 
     async def _sender(self) -> None:
-        """Everything ready goes in rounds (:func:`send_rounds`): one Kafka round trip per round instead
-        of one per envelope. On loopback this measured no different; it is for a broker whose round
-        trip is long (Kafka on its own host), where one envelope at a time bounds the rate."""
-        cap = 4 * self.settings.envelope_max_readings
+        """Hands ready envelopes to their partition's lane. Lanes send on their own: an envelope whose
+        partition has nothing in flight goes at once (an early warning does not wait for the other
+        partitions' acknowledgements), and aiokafka still puts what the lanes send within its linger
+        into one produce request per broker."""
         while True:
-            ready = [await self._ready.get()]
-            while not self._ready.empty():
-                ready.append(self._ready.get_nowait())
-            for batches in send_rounds(ready, cap):
-                await asyncio.gather(*(self._flush_batch(b) for b in batches))
+            batch = await self._ready.get()
+            lane = self._lanes.setdefault(batch.partition, collections.deque())
+            lane.append(batch)
+            if batch.partition not in self._lane_tasks:
+                self._lane_tasks[batch.partition] = asyncio.create_task(
+                    self._drain_lane(batch.partition), name=f"bridge lane {batch.partition}")
+
+    async def _drain_lane(self, partition: int) -> None:
+        """Sends a partition's envelopes one at a time; batches that queued up behind an envelope in
+        flight go together in the next one (up to 4 envelopes' worth)."""
+        lane = self._lanes[partition]
+        cap = 4 * self.settings.envelope_max_readings
+        while lane:
+            await self._flush_batch(take_merged(lane, cap))
+        del self._lane_tasks[partition]  # no await since the lane was seen empty: the sender starts the next
 
     async def _ticker(self) -> None:
         tick = min(0.01, self.batcher.max_age_s / 2)
@@ -248,7 +262,15 @@ class Bridge:
                 log.warning("sensor registry refresh failed: %s", e)
                 continue
             if fresh is not None:  # None: unchanged since the last load
-                self.sensors.update(fresh)
+                self.apply_registry(fresh)
+
+    def apply_registry(self, fresh: dict[str, SensorInfo]) -> None:
+        """The registry as loaded: new and changed sensors are taken, and retired or deleted ones are
+        dropped, so their readings are refused as unknown again (or registered again when
+        auto-registration is on) instead of being accepted for as long as the bridge runs."""
+        for gone in self.sensors.keys() - fresh.keys():
+            del self.sensors[gone]
+        self.sensors.update(fresh)
 
     async def _metrics_writer(self) -> None:
         """Counts, rates and rejects per reason to ``pipeline_metrics`` for the health dashboard."""
@@ -288,7 +310,7 @@ class Bridge:
             while not stop.is_set():
                 if self.mqtt.fatal:
                     raise CredentialsRefused(self.mqtt.fatal)
-                for t in tasks:  # a dead helper task would stall the bridge silently: fail loudly instead
+                for t in [*tasks, *self._lane_tasks.values()]:  # a dead task would stall silently: fail loudly
                     if t.done() and not t.cancelled() and t.exception() is not None:
                         raise IocError(f"bridge task {t.get_name()} died") from t.exception()
                 if ready is not None and self.mqtt.subscribed.is_set():
@@ -305,10 +327,10 @@ class Bridge:
                 self._ready.put_nowait(batch)
             self.dead.extend(self.excess.drain())
             deadline = time.monotonic() + 10
-            while (not self._ready.empty() or self.dead) and time.monotonic() < deadline:
+            while (not self._ready.empty() or self._lane_tasks or self.dead) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         finally:
-            for t in tasks:
+            for t in [*tasks, *self._lane_tasks.values()]:
                 t.cancel()
             self.mqtt.stop(retire=self.settings.bridge_retire_on_exit and stop.is_set())
             await self.producer.stop()

@@ -5,6 +5,7 @@ Pure bookkeeping with an injected monotonic clock; the bridge does the I/O.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -74,22 +75,18 @@ class EnvelopeBatcher(Generic[T, A]):
         return sum(len(b.items) for b in self._open.values())
 
 
-def send_rounds(ready: list[Batch[T, A]], max_items: int) -> list[list[Batch[T, A]]]:
-    """Rounds of envelopes to send together: one per partition per round, so a partition never has two
-    in flight and stays in order, while all partitions share one produce request. Batches of a
-    partition that queued up behind each other are merged, up to ``max_items``.
+def take_merged(lane: deque[Batch[T, A]], max_items: int) -> Batch[T, A]:
+    """The next envelope to send from a partition's lane: its oldest batch, with the batches queued
+    behind it merged in (in order) while they fit in ``max_items``.
 
-    >>> r = send_rounds([Batch(1, [1, 2]), Batch(2, [3]), Batch(1, [4]), Batch(1, [5, 6])], max_items=3)
-    >>> [[(b.partition, b.items) for b in rnd] for rnd in r]
-    [[(1, [1, 2, 4]), (2, [3])], [(1, [5, 6])]]
+    >>> lane = deque([Batch(1, [1, 2]), Batch(1, [3]), Batch(1, [4, 5])])
+    >>> take_merged(lane, max_items=3).items, [b.items for b in lane]
+    ([1, 2, 3], [[4, 5]])
     """
-    chains: dict[int, list[Batch[T, A]]] = {}
-    for b in ready:
-        chain = chains.setdefault(b.partition, [])
-        if chain and len(chain[-1].items) + len(b.items) <= max_items:
-            last = chain[-1]
-            chain[-1] = Batch(b.partition, last.items + b.items, last.acks + b.acks, last.started)
-        else:
-            chain.append(b)
-    depth = max((len(c) for c in chains.values()), default=0)
-    return [[c[i] for c in chains.values() if i < len(c)] for i in range(depth)]
+    first = lane.popleft()
+    items, acks = list(first.items), list(first.acks)
+    while lane and len(items) + len(lane[0].items) <= max_items:
+        nxt = lane.popleft()
+        items += nxt.items
+        acks += nxt.acks
+    return Batch(first.partition, items, acks, first.started)

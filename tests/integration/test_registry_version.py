@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
+from ioc.settings import Settings
 from ioc.storage.db import connect
-from ioc.storage.sensors_store import auto_register, load_if_changed, load_sensor_infos, registry_version
+from ioc.storage.sensors_store import (
+    SensorEntry,
+    auto_register,
+    load_if_changed,
+    load_sensor_infos,
+    registry_version,
+)
+from streams.agents_sink import ReadingsSink
+from streams.db_worker import DbWorker
+from streams.detector_stage import DetectorStage
+from streams.pipeline_stats import StageStats
+
+
+async def _no_send(**_: Any) -> Any:
+    raise AssertionError("nothing is sent in this test")
 
 
 class Counted:
@@ -78,3 +95,39 @@ def test_a_change_committed_between_the_version_and_the_rows_is_loaded_again(db_
         seen, again = load_if_changed(conn, seen, load_sensor_infos)
         assert again is not None  # once more, not skipped
         assert load_if_changed(conn, seen, load_sensor_infos)[1] is None
+
+
+def test_the_workers_first_load_records_the_version_so_its_refresh_waits_for_a_change(db_url: str) -> None:
+    """The worker builds its detectors from a first load; the 10 s refresh must not load the same
+    registry again (it did once per worker start), and must load it after a change."""
+    settings = Settings(mqtt_url="mqtt://u:p@127.0.0.1:1", kafka_url="kafka://127.0.0.1:1", kafka_partitions=1)
+
+    class CountedStage(DetectorStage):
+        def __init__(self) -> None:
+            super().__init__(settings, {}, _no_send, StageStats("test"), "readings")
+            self.updates: list[int] = []
+
+        def update_registry(self, sensors: dict[str, SensorEntry]) -> None:
+            self.updates.append(len(sensors))
+            super().update_registry(sensors)
+
+    async def scenario() -> list[int]:
+        db = DbWorker(db_url, "registry-test")
+        stage = CountedStage()
+        sink = ReadingsSink(settings, db, None, stage, StageStats("test"), "readings")  # type: ignore[arg-type]
+        try:
+            await sink._detect([], datetime.now(UTC))
+            assert stage.bank is not None and sink.registry_seen is not None
+            await sink.refresh_registry()
+            await sink.refresh_registry()
+            assert stage.updates == []  # unchanged: not loaded again
+            with connect(db_url, autocommit=True) as conn:
+                auto_register(conn, "RV_WORKER", "rain")
+            await sink.refresh_registry()
+            await sink.refresh_registry()
+            return stage.updates
+        finally:
+            db.close()
+
+    updates = asyncio.run(scenario())
+    assert len(updates) == 1 and updates[0] >= 1  # the change, loaded once
