@@ -323,7 +323,7 @@ class DetectorStage:
                 return
             except KafkaError as e:
                 delay = retry.delay(e)
-                log.warning("sending %s finding(s) to %s[%s] failed (%s); again in %.1f s",
+                log.warning("sending %s finding(s) of %s[%s] to the findings topic failed (%s); again in %.1f s",
                             len(batch.findings), self.topic, partition, e, delay)
                 self.stats.add("findings_send_retries")
                 if self.topics_again is not None:
