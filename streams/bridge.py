@@ -2,8 +2,8 @@
 
 The parts live in their own modules: the paho loop in :mod:`streams.mqtt_loop`, the per-sensor
 rate limit in :mod:`streams.sensor_rate_limit`, envelope batching in :mod:`streams.envelope_batcher`,
-topic creation in :mod:`streams.kafka_admin`; this one composes them. Threads: paho runs its network
-loop in its own thread; everything else runs on one asyncio loop. A QoS 1 message is PUBACKed only
+topic creation in :mod:`streams.kafka_admin`; this one composes them. Everything, paho's network
+I/O included, runs on one asyncio loop (the database calls of auto-registration aside). A QoS 1 message is PUBACKed only
 after the envelope that carries it (or its dead letter) has been acked by Kafka, so a bridge
 that dies loses nothing: the broker redelivers to the persistent session.
 """
@@ -99,7 +99,7 @@ class Bridge:
                                        settings.sensor_rate_burst)
         # Registering an unknown sensor is a blocking DB round trip: one thread, in arrival order.
         self._register_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-register")
-        self.mqtt = MqttLoop(settings, self._from_thread)
+        self.mqtt = MqttLoop(settings, self.handle)  # on this loop's thread: no hand-over between threads
         self.producer: AIOKafkaProducer | None = None
         assert settings.kafka_url is not None
         self.keeper = TopicKeeper(settings.kafka_url, self.topics.all(), settings.kafka_partitions)
@@ -109,25 +109,6 @@ class Bridge:
         # never waits for another partition's acknowledgement.
         self._lanes: dict[int, collections.deque[Batch[Reading, AckToken]]] = {}
         self._lane_tasks: dict[int, asyncio.Task[None]] = {}
-        self._inbox: collections.deque[tuple[str, bytes, AckToken]] = collections.deque()  # appended by paho's thread
-        self._wake_pending = False
-
-    # -- MQTT thread -> asyncio loop
-    def _from_thread(self, topic: str, payload: bytes, token: AckToken) -> None:
-        """Queue the message; wake the loop only when nothing is queued yet. A wake-up per message
-        (``call_soon_threadsafe`` writes the loop's self-pipe) cost the bridge a tenth of its CPU."""
-        self._inbox.append((topic, payload, token))
-        if not self._wake_pending:
-            self._wake_pending = True
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._drain_inbox)
-
-    def _drain_inbox(self) -> None:
-        # Cleared before draining: a message queued meanwhile either is drained here or wakes us again.
-        self._wake_pending = False
-        inbox = self._inbox
-        while inbox:
-            self.handle(*inbox.popleft())
 
     def _lookup(self, sensor_id: str) -> SensorInfo | None:
         return self.sensors.get(sensor_id)
@@ -302,10 +283,10 @@ class Bridge:
             request_timeout_ms=15000,
         )
         await self.producer.start()
-        self.mqtt.start()
-        tasks = [asyncio.create_task(c) for c in (
+        mqtt_task = asyncio.create_task(self.mqtt.run(), name="mqtt")
+        tasks = [mqtt_task, *(asyncio.create_task(c) for c in (
             self._sender(), self._ticker(), self._registry_refresher(), self._metrics_writer()
-        )]
+        ))]
         try:
             while not stop.is_set():
                 if self.mqtt.fatal:
@@ -331,8 +312,10 @@ class Bridge:
                 await asyncio.sleep(0.05)
         finally:
             for t in [*tasks, *self._lane_tasks.values()]:
-                t.cancel()
-            self.mqtt.stop(retire=self.settings.bridge_retire_on_exit and stop.is_set())
+                if t is not mqtt_task:
+                    t.cancel()
+            await self.mqtt.stop(retire=self.settings.bridge_retire_on_exit and stop.is_set())
+            mqtt_task.cancel()
             await self.producer.stop()
             self._register_pool.shutdown(wait=False)
         return self.stats

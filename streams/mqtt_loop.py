@@ -1,18 +1,21 @@
-"""The bridge's MQTT side: paho in its own thread, with our reconnect loop and batched PUBACKs.
+"""The bridge's MQTT side: paho driven by the bridge's own asyncio loop, with our reconnect loop.
 
-paho is not safe to drive from two threads, so everything that touches the client (acks,
-unsubscribe, disconnect) is queued to the paho thread. A message's ack is valid only on the
-connection that received it (``AckToken.generation``): after a reconnect the broker redelivers.
+paho's external-loop API (``loop_read``/``loop_write``/``loop_misc`` and the socket callbacks)
+runs on the event loop's thread, so messages reach the bridge and PUBACKs leave it without a
+second thread. With paho in a thread of its own, each message crossed threads twice (the message
+in, its ack out) and the two threads handed the GIL back and forth: about four futex calls per
+message, most of the bridge's CPU. A message's ack is valid only on the connection that received
+it (``AckToken.generation``): after a reconnect the broker redelivers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -28,7 +31,10 @@ log = logging.getLogger(__name__)
 SUBSCRIPTION = "khanhhoa/v1/+/+"
 # Reason codes that retrying cannot fix: stop with a clear error instead of looping.
 FATAL_CONNACK = {"Bad user name or password", "Not authorized", "Client identifier not valid", "Banned"}
-
+# Packets read per wake-up of the socket at most: a burst is read without a loop turn per packet,
+# and other work (Kafka acknowledgements, timers) still gets its turn.
+READ_BURST = 64
+MISC_EVERY_S = 1.0  # paho's keepalive bookkeeping (PINGREQ, a silent broker noticed)
 
 
 class CredentialsRefused(IocError):
@@ -44,7 +50,12 @@ class AckToken:
 
 
 class MqttLoop:
-    """paho client in its own thread, with our reconnect loop (capped backoff, full jitter)."""
+    """paho on the running asyncio loop, with our reconnect loop (capped backoff, full jitter).
+
+    Everything here runs on the loop's thread: ``run`` connects and reconnects, the socket is
+    watched with ``add_reader``/``add_writer``, and ``ack`` queues PUBACKs that paho writes when
+    the socket is writable.
+    """
 
     def __init__(self, settings: Settings, on_message: Callable[[str, bytes, AckToken], None]) -> None:
         assert settings.mqtt_url is not None
@@ -66,29 +77,39 @@ class MqttLoop:
         self.props = props
         self.on_message_cb = on_message
         self.generation = 0
+        self.received = 0
+        # threading.Event: read by callers that poll from other threads (bench, tests) as well.
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.fatal: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mqtt-loop", daemon=True)
-        self._lock = threading.Lock()
-        self._calls: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
-        self._retire = False
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None  # the socket being watched, by number: paho closes the object itself
+        self._writing = False  # a writer is registered: the socket was full
+        self._flush_soon = False
+        self._lost: asyncio.Event | None = None
+        self._backoff = Backoff(base_s=0.2, cap_s=15.0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        self.client.on_socket_open = self._on_socket_open
+        self.client.on_socket_close = self._on_socket_close
+        self.client.on_socket_register_write = self._on_register_write
+        self.client.on_socket_unregister_write = self._on_unregister_write
 
+    # -- paho callbacks (on the loop's thread)
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
         if rc.is_failure:
             name = str(rc)
             log.error("MQTT broker %s refused the connection: %s", mask_url(self.url), name)
             if name in FATAL_CONNACK:
                 self.fatal = f"MQTT broker {mask_url(self.url)} refused the credentials: {name}"
-                self._stop.set()
+                self._stopping = True
+                self._connection_lost()
             return
-        with self._lock:
-            self.generation += 1
+        self.generation += 1
+        self._backoff.reset()
         # Subscribe on every connect: a broker that lost the session must not leave us deaf.
         client.subscribe(self.topic, qos=1)
         self.connected.set()
@@ -98,98 +119,157 @@ class MqttLoop:
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
         self.connected.clear()
         self.subscribed.clear()
-        with self._lock:
-            self.generation += 1  # acks for messages of the old connection are void
-        if not self._stop.is_set():
+        self.generation += 1  # acks for messages of the old connection are void
+        if not self._stopping:
             log.warning("MQTT disconnected from %s: %s", mask_url(self.url), rc)
+        self._connection_lost()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.received += 1
         try:
             self.on_message_cb(msg.topic, bytes(msg.payload), AckToken(self.generation, msg.mid))
         except Exception:  # a handler must never die on one payload
             log.exception("bridge handler failed for topic %.200s", msg.topic)
 
+    def _on_socket_open(self, client: mqtt.Client, userdata: object, sock: socket.socket | object) -> None:
+        assert self._loop is not None
+        self._detach()
+        fd = sock.fileno()  # type: ignore[union-attr]
+        self._fd = fd
+        self._loop.add_reader(fd, self._readable)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: object, sock: socket.socket | object) -> None:
+        self._detach()
+        self._connection_lost()
+
+    def _on_register_write(self, client: mqtt.Client, userdata: object, sock: socket.socket | object) -> None:
+        """paho has packets to send: written on the loop's next turn, so the acks of one envelope go
+        together, and a writer is registered only if the socket cannot take them all."""
+        if not self._flush_soon and self._loop is not None:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush_writes)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: object, sock: socket.socket | object) -> None:
+        if self._writing and self._fd is not None and self._loop is not None:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+
+    def _flush_writes(self) -> None:
+        self._flush_soon = False
+        if self._fd is None or self._loop is None:
+            return
+        self._writable()
+        if self._fd is not None and self.client.want_write() and not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._writable)
+
+    # -- socket events
+    def _readable(self) -> None:
+        """Read what arrived, a burst at a time. TLS may hold decrypted bytes the socket no longer
+        signals (``pending``), so those are read before going back to the loop."""
+        try:
+            for _ in range(READ_BURST):
+                before = self.received
+                if self.client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                    self._connection_lost()
+                    return
+                sock = self.client.socket()
+                pending = getattr(sock, "pending", None)
+                if self.received == before and not (pending is not None and pending() > 0):
+                    return  # nothing more in the socket (or a packet that was not a message)
+        except Exception:  # the loop must survive anything one packet does to paho
+            log.exception("MQTT read failed; reconnecting")
+            self._connection_lost()
+
+    def _writable(self) -> None:
+        try:
+            if self.client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+                self._connection_lost()
+        except Exception:
+            log.exception("MQTT write failed; reconnecting")
+            self._connection_lost()
+
+    def _detach(self) -> None:
+        if self._fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            if self._writing:
+                self._loop.remove_writer(self._fd)
+        self._fd = None
+        self._writing = False
+
+    def _connection_lost(self) -> None:
+        self.connected.clear()
+        if self._lost is not None:
+            self._lost.set()
+
+    # -- used by the bridge
     def ack(self, tokens: Iterable[AckToken]) -> int:
-        """Queue PUBACKs for the paho thread to send (paho is not safe to drive from two threads),
-        one hand-over per envelope; returns how many are still valid for this connection."""
-        with self._lock:
-            mids = [t.mid for t in tokens if t.generation == self.generation]
-            generation = self.generation
-        if mids:  # the others belong to a closed connection: the broker redelivers, the sinks dedupe
-            self._calls.put(partial(self._ack_now, generation, mids))
+        """PUBACK the messages of this connection; returns how many were still valid for it."""
+        mids = [t.mid for t in tokens if t.generation == self.generation]
+        # The others belong to a closed connection: the broker redelivers them, the sinks dedupe.
+        for mid in mids:
+            self.client.ack(mid, 1)
         return len(mids)
-
-    def _ack_now(self, generation: int, mids: list[int]) -> None:
-        if generation == self.generation:  # re-checked: a reconnect may have happened since
-            for mid in mids:
-                self.client.ack(mid, 1)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def unsubscribe(self) -> None:
         """Leave the (shared) subscription so the broker stops routing messages to this session."""
-        self._calls.put(lambda: self.client.unsubscribe(self.topic))
+        if self.connected.is_set():
+            self.client.unsubscribe(self.topic)
 
-    def stop(self, retire: bool = False) -> None:
+    async def run(self) -> None:
+        """Connect, and connect again after every loss until ``stop``; a refused login stops it."""
+        self._loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                # Blocks for the TCP connect only (loopback or the LAN); nothing else comes in from
+                # MQTT while it is down, and Kafka's acknowledgements wait in their sockets.
+                connect(self.client, self.target, self.props)
+            except OSError as e:
+                self._detach()
+                delay = self._backoff.next()
+                log.warning("MQTT %s unreachable (%s); retrying in %.1f s", mask_url(self.url), e, delay)
+                await asyncio.sleep(delay)
+                continue
+            # Made after connect: paho closing the previous socket there must not end this connection.
+            lost = self._lost = asyncio.Event()
+            misc = asyncio.create_task(self._misc(lost))
+            try:
+                await lost.wait()
+            finally:
+                misc.cancel()
+            self._detach()
+            if not self._stopping:
+                delay = self._backoff.next()
+                log.warning("MQTT connection lost; reconnecting in %.1f s", delay)
+                await asyncio.sleep(delay)
+
+    async def _misc(self, lost: asyncio.Event) -> None:
+        while not lost.is_set():
+            if self.client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                self._connection_lost()
+                return
+            await asyncio.sleep(MISC_EVERY_S)
+
+    async def stop(self, retire: bool = False) -> None:
         """Send pending acks and disconnect; ``retire`` also ends the persistent session.
 
         Without ``retire`` the session outlives the process, so a restart resumes it and nothing
         queued meanwhile is lost. A retired bridge (scale-down) must end it: otherwise the broker
         keeps giving its share of a shared subscription to a session nobody will resume.
         """
-        self._retire = retire
-        self._stop.set()
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        backoff = Backoff(base_s=0.2, cap_s=15.0)
-        while not self._stop.is_set():
+        self._stopping = True
+        if self.connected.is_set():
             try:
-                connect(self.client, self.target, self.props)
-            except OSError as e:
-                delay = backoff.next()
-                log.warning("MQTT %s unreachable (%s); retrying in %.1f s", mask_url(self.url), e, delay)
-                self._stop.wait(delay)
-                continue
-            while not self._stop.is_set():
-                try:
-                    self._run_calls()
-                    rc = self.client.loop(timeout=0.01)
-                except Exception:  # the loop must survive anything one packet does to paho
-                    log.exception("MQTT network loop failed; reconnecting")
-                    rc = mqtt.MQTT_ERR_UNKNOWN
-                if rc != mqtt.MQTT_ERR_SUCCESS:
-                    break
-                if self.connected.is_set():
-                    backoff.reset()
-            if self._stop.is_set() and self.connected.is_set():
-                self._disconnect_cleanly()
-            self.connected.clear()
-            if not self._stop.is_set():
-                delay = backoff.next()
-                log.warning("MQTT connection lost; reconnecting in %.1f s", delay)
-                self._stop.wait(delay)
-
-    def _run_calls(self) -> None:
-        while True:
-            try:
-                call = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            call()
-
-    def _disconnect_cleanly(self) -> None:
-        """From the paho thread: flush acks, then DISCONNECT (ending the session when retiring)."""
-        try:
-            self._run_calls()
-            props = None
-            if self._retire:
-                props = mqtt.Properties(PacketTypes.DISCONNECT)
-                props.SessionExpiryInterval = 0
-            self.client.disconnect(properties=props)
-            for _ in range(20):  # let the packets leave
-                if self.client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
-                    break
-        except Exception:
-            log.exception("MQTT disconnect failed")
+                props = None
+                if retire:
+                    props = mqtt.Properties(PacketTypes.DISCONNECT)
+                    props.SessionExpiryInterval = 0
+                self.client.disconnect(properties=props)
+                for _ in range(20):  # let the acks and the DISCONNECT leave
+                    if not self.client.want_write():
+                        break
+                    await asyncio.sleep(0.05)
+            except Exception:
+                log.exception("MQTT disconnect failed")
+        self._connection_lost()
+        self._detach()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from ioc.mqtt_client import connect, make_client
+from ioc.settings import Settings
 from ioc.stack.process import free_port, spawn, stop_pid, tcp_open, wait_until
 from ioc.stack.services import MOSQUITTO_BIN
+from streams.mqtt_loop import AckToken, MqttLoop
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +80,47 @@ def test_a_server_certificate_from_another_ca_is_refused(tls_broker) -> None:  #
     client, t, p = make_client(f"mqtts://ioc:tls-secret@127.0.0.1:{port}", ca_file=d / "other.crt")
     with pytest.raises(ssl.SSLError):
         connect(client, t, p)
+
+
+def test_the_bridge_loop_reads_a_whole_burst_over_tls_on_its_event_loop(tls_broker) -> None:  # type: ignore[no-untyped-def]
+    """The bridge's MQTT loop runs paho on the asyncio loop: a burst of QoS 1 messages over TLS is
+    read whole (more than one read burst, and in well under the 30 s keepalive that a stalled read
+    would wait for), every message is handled on the loop's own thread, and all of them are acked."""
+    port, d = tls_broker
+    url = f"mqtts://ioc:tls-secret@127.0.0.1:{port}"
+    settings = Settings(mqtt_url=url, mqtt_ca_file=d / "ca.crt", bridge_id="tls-burst-test")
+    n = 400
+
+    async def scenario() -> tuple[int, set[int], int]:
+        got: list[AckToken] = []
+        threads: set[int] = set()
+        loop = MqttLoop(settings, lambda topic, payload, token: (got.append(token), threads.add(threading.get_ident())))
+        task = asyncio.create_task(loop.run())
+        try:
+            for _ in range(200):
+                if loop.subscribed.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            assert loop.subscribed.is_set()
+            pub, t, p = make_client(url, ca_file=d / "ca.crt")
+            connect(pub, t, p)
+            pub.loop_start()
+            try:
+                infos = [pub.publish(f"khanhhoa/v1/rain/R{i}", b"x" * 200, qos=1) for i in range(n)]
+                await asyncio.to_thread(lambda: [i.wait_for_publish(10) for i in infos])
+                for _ in range(100):  # 5 s: far less than the 30 s keepalive
+                    if len(got) >= n:
+                        break
+                    await asyncio.sleep(0.05)
+                acked = loop.ack(got)
+            finally:
+                pub.loop_stop()
+                pub.disconnect()
+            return len(got), threads, acked
+        finally:
+            await loop.stop()
+            task.cancel()
+
+    received, threads, acked = asyncio.run(scenario())
+    assert received == n and acked == n
+    assert threads == {threading.get_ident()}  # asyncio.run's thread: no hand-over between threads
