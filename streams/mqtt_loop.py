@@ -177,6 +177,8 @@ class MqttLoop:
                 pending = getattr(sock, "pending", None)
                 if self.received == before and not (pending is not None and pending() > 0):
                     return  # nothing more in the socket (or a packet that was not a message)
+            if self._loop is not None:  # a full burst: go on at the loop's next turn, even if only
+                self._loop.call_soon(self._readable)  # TLS holds the rest (the socket would not say)
         except Exception:  # the loop must survive anything one packet does to paho
             log.exception("MQTT read failed; reconnecting")
             self._connection_lost()
@@ -198,6 +200,8 @@ class MqttLoop:
         self._writing = False
 
     def _connection_lost(self) -> None:
+        if self.connected.is_set():
+            self.generation += 1  # acks for messages of this connection are void from now on
         self.connected.clear()
         if self._lost is not None:
             self._lost.set()
