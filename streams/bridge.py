@@ -103,7 +103,6 @@ class Bridge:
         self.producer: AIOKafkaProducer | None = None
         assert settings.kafka_url is not None
         self.keeper = TopicKeeper(settings.kafka_url, self.topics.all(), settings.kafka_partitions)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Queue[Batch[Reading, AckToken]] = asyncio.Queue()
         # One lane per partition: a partition has at most one envelope in flight (its order), and
         # never waits for another partition's acknowledgement.
@@ -273,7 +272,6 @@ class Bridge:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> BridgeStats:
         assert self.settings.kafka_url is not None
-        self._loop = asyncio.get_running_loop()
         await ensure_topics(self.settings.kafka_url, self.topics.all(), self.settings.kafka_partitions)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers(self.settings.kafka_url),
