@@ -23,6 +23,7 @@ from sensors_sim.fileio import Message, Writer, encode_lines, read
 from sensors_sim.output import write_simulation
 from sensors_sim.recorder import Recorder
 from sensors_sim.replay import replay
+from tests.support import publish, wait_for_quiet_cpu
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +63,31 @@ def test_publish_demo_counts_acks_and_keeps_ts_behind_the_clock(mqtt_url: str, s
     assert late == 0
 
 
+def _replay_and_stamp(path: Path, n: int, mqtt_url: str, sim_mqtt_url: str) -> list[float]:
+    """Replay ``path`` at x10 and return the arrival times of its ``n`` messages.
+
+    Both run as processes of their own, as engineers run them: in this one, the publisher's and the
+    stamping thread would share one GIL (whose 5 ms switch interval is the tolerance itself) and this
+    process's large heap (a full collection stalled CI's deliveries by 50-200 ms).
+    """
+    env = {**os.environ, "NO_COLOR": "1"}
+    clock = subprocess.Popen([sys.executable, "-m", "tests.arrival_clock", mqtt_url, "khanhhoa/v1/rain/TIMING_PROBE",
+                              str(n + 1)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert clock.stdout is not None
+        assert clock.stdout.readline().strip() == "ready"
+        # Warm the stamping subscriber's path first, so its first-delivery cost is not counted.
+        assert publish(sim_mqtt_url, [("khanhhoa/v1/rain/TIMING_PROBE", b"warm-up")]) == 1
+        subprocess.run([sys.executable, "-m", "ioc.composition.cli", "replay", str(path), "--speed", "10",
+                        "--mqtt-url", sim_mqtt_url], check=True, capture_output=True, timeout=60, env=env)
+        out, _ = clock.communicate(timeout=70)
+    finally:
+        clock.kill()
+    stamps = json.loads(out)
+    assert len(stamps) == n + 1, f"{len(stamps)} of {n + 1} messages arrived"
+    return stamps[1:]
+
+
 def test_replay_keeps_spacing_within_5_percent_at_x10(mqtt_url: str, sim_mqtt_url: str, tmp_path: Path) -> None:
     gaps = np.tile([1.0, 2.0, 3.0, 1.5], 8)
     t = 1_700_000_000.0 + np.concatenate([[0.0], np.cumsum(gaps)])
@@ -70,33 +96,21 @@ def test_replay_keeps_spacing_within_5_percent_at_x10(mqtt_url: str, sim_mqtt_ur
     with Writer(path) as w:
         w.write(encode_lines(t.tolist(), ["khanhhoa/v1/rain/TIMING_PROBE"] * len(t), payloads, [True] * len(t)), len(t))
     expected = gaps / 10.0
-    rec = Recorder(mqtt_url, "khanhhoa/v1/rain/TIMING_PROBE")
-    rec.wait_subscribed()
-    attempts: list[np.ndarray] = []
+    attempts: list[tuple[str, np.ndarray]] = []
     kept_spacing = False
-    try:
-        # Warm the measuring subscriber's path first, so its first-delivery cost is not counted.
-        rec.client.publish("khanhhoa/v1/rain/TIMING_PROBE", b"warm-up", qos=1)
-        assert len(_collect(rec, 1, timeout=10)) == 1
-        # The replay's pacing is deterministic; one delivery held up 40-50 ms by the shared 2-core
-        # machine (seen in CI: one gap long, the next short by as much) is not. A replay that paces
-        # wrongly fails every attempt; up to three attempts tell the two apart.
-        for _ in range(3):
-            # The replay runs as engineers run it, in its own process: in this one, the publisher's and
-            # the recorder's threads would share one GIL, whose 5 ms switch interval is the tolerance itself.
-            subprocess.run([sys.executable, "-m", "ioc.composition.cli", "replay", str(path), "--speed", "10",
-                            "--mqtt-url", sim_mqtt_url],
-                           check=True, capture_output=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
-            got = _collect(rec, len(t))
-            assert len(got) == len(t)
-            arrived = np.diff([m.t for m in got])
-            attempts.append(np.round(arrived / expected, 3))
-            kept_spacing = bool(np.all(np.abs(arrived - expected) <= 0.05 * expected))
-            if kept_spacing:
-                break
-    finally:
-        rec.close()
-    assert kept_spacing, attempts  # arrival gap / recorded gap, per attempt
+    # The replay's pacing is deterministic; one delivery held up 40-50 ms by the shared 2-core machine
+    # (seen in CI: one gap long, the next short by as much) is not. A replay that paces wrongly fails
+    # every attempt; up to three attempts tell the two apart.
+    for _ in range(3):
+        # The session's pipeline may still be digesting the demo the test before published.
+        load = wait_for_quiet_cpu()
+        arrived = np.diff(_replay_and_stamp(path, len(t), mqtt_url, sim_mqtt_url))
+        attempts.append((f"machine load before: {load:.2f} cores", np.round(arrived / expected, 3)))
+        kept_spacing = bool(np.all(np.abs(arrived - expected) <= 0.05 * expected))
+        if kept_spacing:
+            break
+    # arrival gap / recorded gap, per attempt, in full (a repr would be cut where the outlier is)
+    assert kept_spacing, "\n".join(f"{why}: {' '.join(f'{r:.3f}' for r in ratios)}" for why, ratios in attempts)
 
 
 def test_record_then_replay_gives_the_same_readings(mqtt_url: str, sim_mqtt_url: str, tmp_path: Path) -> None:
