@@ -6,10 +6,11 @@ import asyncio
 import logging
 import signal
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from ioc.settings import Settings
-from ioc.storage.db import connect
+from ioc.storage.db import SharedConnection
 from ioc.storage.sensors_store import auto_register, load_if_changed, load_sensor_infos
 from ioc.wire import SensorInfo
 from streams.bridge import Bridge, BridgeStats
@@ -23,26 +24,22 @@ async def serve(
 ) -> BridgeStats:
     settings.require("mqtt_url", "kafka_url", "database_url")
     assert settings.database_url is not None
-    url = settings.database_url
-    with connect(url, autocommit=True) as conn:
-        version, loaded = load_if_changed(conn, None, load_sensor_infos)
+    db = SharedConnection(settings.database_url)  # one connection, not one per call
+    version, loaded = db.run(partial(load_if_changed, seen=None, load=load_sensor_infos))
     sensors = loaded or {}
     seen = [version]
     log.info("bridge: %d registered sensors, auto-register=%s", len(sensors), settings.auto_register)
 
     def register(sensor_id: str, kind: str) -> None:
-        with connect(url, autocommit=True) as c:
-            auto_register(c, sensor_id, kind)
+        db.run(partial(auto_register, sensor_id=sensor_id, kind=kind))
 
     def reload() -> dict[str, SensorInfo] | None:
         """None while the registry is unchanged (see ``load_if_changed``)."""
-        with connect(url, autocommit=True) as c:
-            seen[0], fresh = load_if_changed(c, seen[0], load_sensor_infos)
+        seen[0], fresh = db.run(partial(load_if_changed, seen=seen[0], load=load_sensor_infos))
         return fresh
 
     def write_metrics(rows: list[tuple[datetime, str, str, str, float]]) -> None:
-        with connect(url, autocommit=True) as c:
-            write_stats(c, rows)
+        db.run(partial(write_stats, rows=rows))
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -63,6 +60,7 @@ async def serve(
         stats = await bridge.run(stop, ready)
     finally:
         announcer.cancel()
+        db.close()
     log.info("bridge stopped: received=%d valid=%d rejected=%d acked=%d envelopes=%d reasons=%s",
              stats.received, stats.valid, stats.rejected, stats.acked, stats.envelopes, dict(stats.by_reason))
     return stats
