@@ -115,6 +115,11 @@ class ExcessAggregator:
             return [self._close(sensor_id)]
         return []
 
+    @property
+    def pending(self) -> int:
+        """Windows open (sensors with excess not yet written as a dead letter)."""
+        return len(self._open)
+
     def due(self) -> list[tuple[DeadLetter, tuple[AckToken, ...]]]:
         now = self.monotonic()
         return [self._close(k) for k, ex in list(self._open.items()) if now - ex.opened >= self.window_s]
