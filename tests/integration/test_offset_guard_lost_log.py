@@ -200,3 +200,42 @@ async def _ack(acked: list[int], event: Any) -> None:
 
 async def _never_sent(**_: Any) -> Any:
     raise AssertionError("detectors are off: nothing is sent")
+
+
+def test_a_range_read_leaves_no_partition_fetchable_so_nothing_is_fetched_after_it(kafka_url: str, db_url: str) -> None:
+    """A partition left fetchable is fetched for ever: aiokafka polls the broker every fetch wait while
+    it is quiet and buffers live records no one reads while it is busy. Read to the end, cut short,
+    and read again: each read ends with nothing fetchable, and the next read still gets its range."""
+    topic = f"guard-{uuid.uuid4().hex[:8]}"
+    values = [f"r {i}".encode() for i in range(6)]
+    asyncio.run(_produce(kafka_url, topic, values))
+
+    async def run() -> tuple[list[tuple[int, bytes]], list[int], list[int], list[set[Any]]]:
+        guard, _app, _ = _guard(kafka_url, db_url, topic)
+        fetchable: list[set[Any]] = []
+
+        def note() -> None:
+            assert guard._reader is not None
+            fetchable.append(set(guard._reader.assignment()) - guard._reader.paused())
+
+        try:
+            whole = [r async for r in guard.read_range(0, 1, 5)]
+            note()
+            cut: list[int] = []
+            reading = guard.read_range(0, 0, 6)
+            async for off, _v in reading:
+                cut.append(off)
+                if off == 2:
+                    break
+            await reading.aclose()
+            note()
+            again = [off async for off, _v in guard.read_range(0, 3, 6)]
+            note()
+            return whole, cut, again, fetchable
+        finally:
+            await guard.close()
+
+    whole, cut, again, fetchable = asyncio.run(run())
+    assert whole == [(i, values[i]) for i in range(1, 5)]
+    assert cut == [0, 1, 2] and again == [3, 4, 5]
+    assert fetchable == [set(), set(), set()]
