@@ -106,7 +106,7 @@ def claim_ranges(cur: psycopg.Cursor, stream: str, ranges: Sequence[tuple[int, i
         return True
     cur.execute(
         "UPDATE consumed_offsets c SET next_offset = v.last + 1, updated_at = now()"
-        " FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS v(p, first, last)"
+        " FROM unnest(%b::int[], %b::bigint[], %b::bigint[]) AS v(p, first, last)"  # binary arrays: see readings_sink
         " WHERE c.stream = %s AND c.kafka_partition = v.p AND c.next_offset = v.first RETURNING c.kafka_partition",
         ([r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges], stream),
     )
