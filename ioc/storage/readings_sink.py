@@ -54,8 +54,8 @@ WITH ins AS (
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up)
 """
 # %b: psycopg's automatic format sends a list as a text array, built item by item in Python and
-# parsed again by the server (timestamptz text input is slow); binary arrays cost a third (6 rows)
-# to a seventh (60 rows) of the client's dumping time.
+# parsed again by the server (timestamptz text input is slow). Binary, the parameters alone take
+# 385 -> 189 us at 60 rows and 1,299 -> 356 us at 300 (README, measured figures).
 _INSERT_ARRAYS = _INSERT.format(source="unnest(%(ts)b::timestamptz[], %(sensor)b::text[], %(metric)b::text[],"
                                        " %(value)b::float8[]) AS r(ts, sensor_id, metric, value)")
 _INSERT_STAGED = _INSERT.format(source="readings_stage")
