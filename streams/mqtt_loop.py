@@ -27,6 +27,7 @@ from ioc.retry import Backoff
 from ioc.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 
 SUBSCRIPTION = "khanhhoa/v1/+/+"
 # Reason codes that retrying cannot fix: stop with a clear error instead of looping.
@@ -184,12 +185,19 @@ class MqttLoop:
             self._connection_lost()
 
     def _writable(self) -> None:
+        """Write what paho queued. paho sends each packet with a call of its own (with TCP_NODELAY),
+        so an envelope's fifty PUBACKs left as fifty segments, each woken up for in the broker;
+        corked, they leave together when the cork is pulled."""
+        sock = self.client.socket()
+        _cork(sock, True)
         try:
             if self.client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                 self._connection_lost()
         except Exception:
             log.exception("MQTT write failed; reconnecting")
             self._connection_lost()
+        finally:
+            _cork(sock, False)
 
     def _detach(self) -> None:
         if self._fd is not None and self._loop is not None:
@@ -277,3 +285,13 @@ class MqttLoop:
                 log.exception("MQTT disconnect failed")
         self._connection_lost()
         self._detach()
+
+
+def _cork(sock: object, on: bool) -> None:
+    """Hold (or release) partial segments on Linux; elsewhere, and on a socket already closed, nothing."""
+    if _TCP_CORK is None or sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1 if on else 0)  # type: ignore[attr-defined]
+    except OSError:
+        pass  # closed under us by paho: the connection is being lost and will be reported
