@@ -23,7 +23,7 @@ class Batch(Generic[T, A]):
 
 
 class EnvelopeBatcher(Generic[T, A]):
-    """Collects items per partition and hands out batches that are full or old enough.
+    """Collects items per partition and hands out batches that are full, urgent or old enough.
 
     >>> clock = [0.0]
     >>> b = EnvelopeBatcher(max_items=2, max_age_s=0.05, now=lambda: clock[0])
@@ -61,9 +61,27 @@ class EnvelopeBatcher(Generic[T, A]):
         return []
 
     def due(self) -> list[Batch[T, A]]:
+        """Once any batch is old enough, every open batch goes with it.
+
+        Flushed one partition at a time, eight partitions' batches came due at eight moments of each
+        age period: eight produce requests, eight fetch wake-ups and eight worker transactions where
+        one would do. Going together, they share one produce request, one fetch and one group
+        commit; no batch is held longer than before, and the partitions stay in step. Measured at
+        1,000 readings/s: the pipeline's CPU per reading fell by a fifth (README, "Measured figures").
+
+        >>> clock = [0.0]
+        >>> b = EnvelopeBatcher(max_items=10, max_age_s=0.05, now=lambda: clock[0])
+        >>> b.add(0, "old", 1); clock[0] = 0.04; b.add(1, "young", 2); b.due()
+        []
+        []
+        []
+        >>> clock[0] = 0.05; [(x.partition, x.items) for x in b.due()], b.pending
+        ([(0, ['old']), (1, ['young'])], 0)
+        """
         now = self._now()
-        ready = [p for p, b in self._open.items() if now - b.started >= self.max_age_s]
-        return [self._open.pop(p) for p in ready]
+        if not any(now - b.started >= self.max_age_s for b in self._open.values()):
+            return []
+        return self.drain()
 
     def drain(self) -> list[Batch[T, A]]:
         out = list(self._open.values())
