@@ -18,6 +18,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import signal
 import socket
 import sys
 import tempfile
@@ -242,6 +243,13 @@ class CpuWindow:
 # -- the local stack and the pipeline ------------------------------------------------------------------
 
 
+def _exit_on_sigterm() -> None:
+    """A bench stopped by SIGTERM (``kill``, a CI or shell timeout) unwinds as Ctrl-C does, so the
+    stack and the pipeline processes it started are torn down instead of left running."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 class BenchStack:
     """The local stack (Mosquitto, Tansu, PostgreSQL) in a temp dir, always started fresh."""
 
@@ -252,6 +260,7 @@ class BenchStack:
         self.service_pids: dict[str, int] = {}
 
     def __enter__(self) -> BenchStack:
+        _exit_on_sigterm()
         try:
             state = local_stack.up(self.base / "stack", environ={})  # ignore any IOC_* URLs of the caller
         except BaseException:
