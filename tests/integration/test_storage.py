@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -401,6 +402,36 @@ def test_readings_are_written_only_for_the_next_offset(db_url: str) -> None:
     assert (again.claim, again.rows_inserted) == (Claim.DONE, 0)
     assert (nxt.claim, nxt.rows_inserted) == (Claim.NEXT, 2)
     assert _rows(db_url, "SELECT count(*) FROM readings") == [(3,)]
+
+
+def test_rollup_updates_at_city_cadence_mostly_stay_on_their_page(db_url: str) -> None:
+    """A sensor every 10 s is one insert and five updates per bucket, while the next minute's buckets
+    are inserted. Updates that stay on their page (HOT) write no index entries; in full pages about
+    a third do. Migration 011 leaves room for them."""
+    rng = random.Random(11)
+    sensors = [f"W{i:04d}" for i in range(1000)]
+    passes = 18  # three minutes
+    stream = [_weather(s, T0 + timedelta(seconds=10 * k + i * 0.009), k, rng)
+              for k in range(passes) for i, s in enumerate(sensors)]
+    with psycopg.connect(db_url) as conn:
+        for at in range(0, len(stream), 50):  # envelopes of 50, as the worker writes them
+            write_readings(conn, stream[at:at + 50])
+    want_updates = 3 * len(sensors) * (passes - passes // 6)  # all but each bucket's first reading
+
+    def counts() -> tuple[int, int]:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            row = conn.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+                               " WHERE relname = 'readings_1m'").fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1])
+
+    deadline = time.monotonic() + 15  # backends report their counters about once a second
+    while counts()[0] < want_updates and time.monotonic() < deadline:
+        time.sleep(0.2)
+    updated, hot = counts()
+    assert updated == want_updates
+    assert hot / updated >= 0.6, f"only {hot} of {updated} roll-up updates were HOT"
+    _assert_same_rows(_rows(db_url, ROLLUP_1M), _rows(db_url, GROUP_BY_1M), "after the passes")
 
 
 def test_small_and_large_batches_take_different_paths_to_the_same_rows(db_url: str) -> None:
