@@ -171,7 +171,7 @@ def mqtt_pubsub(url: str, qos: int, n: int, timeout_s: float, pids: StartedPids)
 async def _create_topics(kafka_url: str, topics: list[str]) -> None:
     from streams.kafka_admin import ensure_topics
 
-    await ensure_topics(kafka_url, topics, PARTITIONS)
+    await ensure_topics(kafka_url, dict.fromkeys(topics, PARTITIONS))
 
 
 async def _produce(kafka_url: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:

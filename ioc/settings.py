@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     grafana_token: SecretStr | None = Field(None, description="Grafana service-account token")
     lang: Literal["vi", "en"] = Field("vi", description="language of dashboards and reports: vi or en")
     kafka_partitions: int = Field(8, ge=1, le=1024, description="partitions per ioc.* topic")
+    deadletter_partitions: int = Field(
+        1, ge=1, le=1024, description="partitions of a new dead-letter topic: letters are rare, and each partition a"
+        " worker is assigned is one more the broker reads on every fetch"
+    )
     data_dir: Path = Field(Path(".ioc"), description="where the stack, recordings and models live")
     envelope_max_readings: int = Field(500, ge=1, le=100_000, description="bridge: readings per envelope")
     envelope_max_ms: int = Field(50, ge=1, le=60_000, description="bridge: max envelope age in ms")

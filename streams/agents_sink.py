@@ -199,14 +199,16 @@ def register_sink_agents(p: Pipeline, settings: Settings, apply_alerts: ApplyAle
     guard = reader(p.topics.readings)
     dl_guard = reader(p.topics.deadletter, dl_db)
 
+    # The table's changelog goes with the worker's topics: a broker that lost its log lost it too.
+    layout = {**p.topics.layout(settings.kafka_partitions, settings.deadletter_partitions),
+              p.detector_state.changelog_topic.get_topic_name(): settings.kafka_partitions}
+
     def topics_missing(topics: list[str]) -> None:
         for g in (guard, dl_guard):
             if g.topic in topics:
-                g.doubt(range(settings.kafka_partitions))
+                g.doubt(range(layout[g.topic]))
 
-    # The table's changelog goes with the worker's topics: a broker that lost its log lost it too.
-    keeper = TopicKeeper(settings.kafka_url, [*p.topics.all(), p.detector_state.changelog_topic.get_topic_name()],
-                         settings.kafka_partitions, on_missing=topics_missing)
+    keeper = TopicKeeper(settings.kafka_url, layout, on_missing=topics_missing)
     stage = DetectorStage(settings, p.detector_state, p.findings.send, stats, p.topics.readings,
                           rereader=reader(p.topics.readings), sent_reader=reader(p.topics.findings),
                           owned=owned_partitions, topics_again=keeper.check, apply_alerts=apply_alerts,

@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> Pipeline:
         app=app,
         topics=names,
         readings=app.topic(names.readings, value_type=bytes, partitions=p),
-        deadletter=app.topic(names.deadletter, value_type=bytes, partitions=p),
+        deadletter=app.topic(names.deadletter, value_type=bytes, partitions=settings.deadletter_partitions),
         findings=app.topic(names.findings, value_type=bytes, partitions=p),
         alerts=app.topic(names.alerts, value_type=bytes, partitions=p),
         detector_state=app.Table("detector_state", default=None, partitions=p, value_type=bytes),  # raw codec: see detection.encode_state

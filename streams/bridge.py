@@ -105,7 +105,8 @@ class Bridge:
         self.mqtt = MqttLoop(settings, self.handle)  # on this loop's thread: no hand-over between threads
         self.producer: AIOKafkaProducer | None = None
         assert settings.kafka_url is not None
-        self.keeper = TopicKeeper(settings.kafka_url, self.topics.all(), settings.kafka_partitions)
+        self.layout = self.topics.layout(settings.kafka_partitions, settings.deadletter_partitions)
+        self.keeper = TopicKeeper(settings.kafka_url, self.layout)
         self._ready: asyncio.Queue[Batch[Reading, AckToken]] = asyncio.Queue()
         # One lane per partition: a partition has at most one envelope in flight (its order), and
         # never waits for another partition's acknowledgement.
@@ -297,7 +298,7 @@ class Bridge:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> BridgeStats:
         assert self.settings.kafka_url is not None
-        await ensure_topics(self.settings.kafka_url, self.topics.all(), self.settings.kafka_partitions)
+        await ensure_topics(self.settings.kafka_url, self.layout)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers(self.settings.kafka_url),
             acks="all",

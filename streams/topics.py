@@ -33,6 +33,15 @@ class TopicNames:
     def all(self) -> list[str]:
         return [self.readings, self.deadletter, self.findings, self.alerts]
 
+    def layout(self, partitions: int, deadletter_partitions: int) -> dict[str, int]:
+        """Partitions per topic, for creating them. The dead-letter topic gets its own (small) count:
+        every partition a worker is assigned is read by the broker on each fetch, letters or not.
+
+        >>> TopicNames("t").layout(8, 1)
+        {'t.readings': 8, 't.deadletter': 1, 't.findings': 8, 't.alerts': 8}
+        """
+        return {t: deadletter_partitions if t == self.deadletter else partitions for t in self.all()}
+
 
 @lru_cache(maxsize=65536)
 def partition_for(sensor_id: str, partitions: int) -> int:

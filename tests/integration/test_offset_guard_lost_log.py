@@ -50,7 +50,7 @@ def _event(topic: str, offset: int, value: bytes) -> Any:
 
 
 async def _produce(kafka_url: str, topic: str, values: list[bytes]) -> None:
-    await ensure_topics(kafka_url, [topic], 1)
+    await ensure_topics(kafka_url, {topic: 1})
     await produce(kafka_url, topic, values)
 
 
@@ -128,7 +128,7 @@ def test_the_same_log_after_an_assignment_keeps_its_ledger(kafka_url: str, db_ur
 def test_an_empty_new_log_is_told_from_the_old_one(kafka_url: str, db_url: str) -> None:
     """The broker came back and nothing was written yet: a record still in hand is of the lost log."""
     topic = f"guard-{uuid.uuid4().hex[:8]}"
-    asyncio.run(ensure_topics(kafka_url, [topic], 1))
+    asyncio.run(ensure_topics(kafka_url, {topic: 1}))
     stream = f"g:{topic}"
     old = [f"old {i}".encode() for i in range(4)]
     _claim(db_url, stream, old[:3])

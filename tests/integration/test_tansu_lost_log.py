@@ -50,7 +50,7 @@ def test_records_written_before_the_topic_is_created_again_are_passed_by_retryin
     bs = bootstrap_servers(old.url)
 
     async def run() -> tuple[list[str], list[tuple[str, float]], list[bytes]]:
-        await ensure_topics(old.url, [TOPIC], 2)
+        await ensure_topics(old.url, {TOPIC: 2})
         producer = AIOKafkaProducer(bootstrap_servers=bs, request_timeout_ms=5000)
         await producer.start()
         os.kill(old.pid, signal.SIGKILL)
@@ -61,7 +61,7 @@ def test_records_written_before_the_topic_is_created_again_are_passed_by_retryin
             for i in range(5):
                 await _send(producer, f"before creation {i}".encode(), SendRetry(0.05, 0.2))
             listed = await _topics(bs)
-            await ensure_topics(old.url, [TOPIC], 2)  # what the topic keepers do
+            await ensure_topics(old.url, {TOPIC: 2})  # what the topic keepers do
             met = await _send(producer, b"after creation", SendRetry(base_s=5.0, cap_s=5.0))
             return listed, met, await _read(bs)
         finally:
