@@ -331,6 +331,10 @@ class Bench:
             "cpu_s_per_1k_readings": cpu.per_1k(res.published),
             "rss_peak_mb": self.watch.peaks(),
         }
+        # The same offered load costs the bench's own processes the same work, so this ratio stays put
+        # while the machine's speed swings (±20 % between runs here): compare A/B runs of one rate by it.
+        if used.get("bench"):
+            out["pipeline_cpu_per_bench_cpu"] = round(sum(v for k, v in used.items() if k != "bench") / used["bench"], 3)
         if fired and self.probe is not None:
             out["alert_latency_ms"] = quantiles(self.probe.latencies_ms(fired))
             out["alert_latency_split_ms"] = {k: quantiles(v) for k, v in self.probe.split_ms(fired).items()}
@@ -494,7 +498,8 @@ def print_tables(data: dict[str, Any]) -> None:
             t.add_row(f"{float(rate):,.0f}" + (" (sustained)" if p.get("is_sustained_rate") else ""),
                       f"{q['p50']:.0f} / {q['p99']:.0f} / {q['max']:.0f} ({q['n']:,})",
                       f"{al['p50']:.0f} / {al['p99']:.0f} / {al['max']:.0f} ({al['n']})" if al["n"] else "none",
-                      ", ".join(f"{k} {v:.3f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+                      ", ".join(f"{k} {v:.3f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+                      + (f"; pipeline / bench CPU {p['pipeline_cpu_per_bench_cpu']}" if "pipeline_cpu_per_bench_cpu" in p else ""))
         console.print(t)
 
 

@@ -133,7 +133,8 @@ class ProcWatch:
     the root has already reaped (``children_user``/``children_system``): PostgreSQL's backends come
     and go, and the postmaster reaps them. RSS is sampled every ``interval_s`` and summed over the
     tree; for PostgreSQL the sum counts shared buffers once per backend that touched them, so it
-    overstates what the server holds.
+    overstates what the server holds. A watched tree inside another (the bench's own process started
+    the pipeline it watches) is counted under its own name only, never twice.
     """
 
     def __init__(self, interval_s: float = 0.5) -> None:
@@ -164,14 +165,27 @@ class ProcWatch:
         except psutil.Error:
             return []
 
+    def _trees(self) -> dict[str, list[psutil.Process]]:
+        """Each name's tree less the watched trees nested in it: the bench's process is the parent of the
+        worker, the bridge and the services, and its figure must be its own (load generators, probe,
+        poller), or a ratio against it measures the pipeline twice."""
+        with self._lock:
+            roots = dict(self.roots)
+        trees = {name: self._tree(pid) for name, pid in roots.items()}
+        pids = {name: {p.pid for p in tree} for name, tree in trees.items()}
+        out: dict[str, list[psutil.Process]] = {}
+        for name, tree in trees.items():
+            nested = [pids[n] for n, pid in roots.items() if pid != roots[name] and pid in pids[name]]
+            skip = set().union(*nested)
+            out[name] = [p for p in tree if p.pid not in skip]
+        return out
+
     def cpu(self) -> dict[str, float]:
         """Cumulative CPU-seconds per name, now."""
         out: dict[str, float] = {}
-        with self._lock:
-            roots = dict(self.roots)
-        for name, pid in roots.items():
+        for name, tree in self._trees().items():
             total = 0.0
-            for k, p in enumerate(self._tree(pid)):
+            for k, p in enumerate(tree):
                 with contextlib.suppress(psutil.Error):
                     t = p.cpu_times()
                     total += t.user + t.system + (t.children_user + t.children_system if k == 0 else 0.0)
@@ -188,11 +202,9 @@ class ProcWatch:
 
     def _mem_mb(self, size: Callable[[psutil.Process], int]) -> dict[str, float]:
         out: dict[str, float] = {}
-        with self._lock:
-            roots = dict(self.roots)
-        for name, pid in roots.items():
+        for name, tree in self._trees().items():
             total = 0
-            for p in self._tree(pid):
+            for p in tree:
                 with contextlib.suppress(psutil.Error):
                     total += size(p)
             out[name] = total / 2**20

@@ -200,7 +200,7 @@ def register_sink_agents(p: Pipeline, settings: Settings, apply_alerts: ApplyAle
     dl_guard = reader(p.topics.deadletter, dl_db)
 
     # The table's changelog goes with the worker's topics: a broker that lost its log lost it too.
-    layout = {**p.topics.layout(settings.kafka_partitions, settings.deadletter_partitions),
+    layout = {**p.topics.layout_for(settings),
               p.detector_state.changelog_topic.get_topic_name(): settings.kafka_partitions}
 
     def topics_missing(topics: list[str]) -> None:

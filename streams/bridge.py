@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from ioc.errors import IocError, PayloadRejected
+from ioc.errors import ConfigError, IocError, PayloadRejected
 from ioc.settings import Settings
 from ioc.storage.deadletters import DeadLetter, encode_batch
 from ioc.wire import Reading, SensorInfo, ValidationPolicy, encode_envelope, parse_topic, validate
@@ -105,7 +105,7 @@ class Bridge:
         self.mqtt = MqttLoop(settings, self.handle)  # on this loop's thread: no hand-over between threads
         self.producer: AIOKafkaProducer | None = None
         assert settings.kafka_url is not None
-        self.layout = self.topics.layout(settings.kafka_partitions, settings.deadletter_partitions)
+        self.layout = self.topics.layout_for(settings)
         self.keeper = TopicKeeper(settings.kafka_url, self.layout)
         self._ready: asyncio.Queue[Batch[Reading, AckToken]] = asyncio.Queue()
         # One lane per partition: a partition has at most one envelope in flight (its order), and
@@ -296,6 +296,18 @@ class Bridge:
             except Exception as e:  # noqa: BLE001 - metrics must never stop the bridge
                 log.warning("writing bridge metrics failed: %s", e)
 
+    async def _check_partitions(self) -> None:
+        """The bridge picks each reading's partition from ``IOC_KAFKA_PARTITIONS``. A readings topic made
+        with another count (the setting changed after the topic was created) would get sends to
+        partitions it does not have, or sensors moved to other partitions, and so to other workers,
+        mid-stream: refuse to start, naming both counts."""
+        assert self.producer is not None
+        have = len(await self.producer.partitions_for(self.topics.readings))
+        want = self.settings.kafka_partitions
+        if have != want:
+            raise ConfigError(f"topic {self.topics.readings} has {have} partitions but IOC_KAFKA_PARTITIONS is"
+                              f" {want}: set it to {have}, or use a new IOC_TOPIC_PREFIX for {want} partitions")
+
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> BridgeStats:
         assert self.settings.kafka_url is not None
         await ensure_topics(self.settings.kafka_url, self.layout)
@@ -307,6 +319,11 @@ class Bridge:
             request_timeout_ms=15000,
         )
         await self.producer.start()
+        try:
+            await self._check_partitions()
+        except BaseException:
+            await self.producer.stop()
+            raise
         mqtt_task = asyncio.create_task(self.mqtt.run(), name="mqtt")
         tasks = [mqtt_task, *(asyncio.create_task(c) for c in (
             self._sender(), self._ticker(), self._registry_refresher(), self._metrics_writer()

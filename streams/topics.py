@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from aiokafka.partitioner import murmur2
+
+if TYPE_CHECKING:
+    from ioc.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class TopicNames:
         {'t.readings': 8, 't.deadletter': 1, 't.findings': 8, 't.alerts': 8}
         """
         return {t: deadletter_partitions if t == self.deadletter else partitions for t in self.all()}
+
+    def layout_for(self, settings: Settings) -> dict[str, int]:
+        """The layout the settings ask for, said once so the worker, the bridge and the sinks agree."""
+        return self.layout(settings.kafka_partitions, settings.deadletter_partitions)
 
 
 @lru_cache(maxsize=65536)

@@ -22,7 +22,7 @@ def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
     assert settings.database_url is not None and settings.kafka_url is not None
     connect(settings.database_url).close()  # fail fast, naming the URL, before Faust starts
     names = TopicNames(settings.topic_prefix)
-    asyncio.run(ensure_topics(settings.kafka_url, names.layout(settings.kafka_partitions, settings.deadletter_partitions)))
+    asyncio.run(ensure_topics(settings.kafka_url, names.layout_for(settings)))
     pipeline = create_app(settings)
     worker = faust.Worker(pipeline.app, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()

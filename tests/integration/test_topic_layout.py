@@ -1,6 +1,7 @@
 """Partitions per topic: the dead-letter topic is created small, an existing topic keeps its count,
 and a pipeline whose dead-letter topic was created with more partitions (an earlier release)
-still stores the letters of every partition."""
+still stores the letters of every partition; a bridge refuses a readings topic whose count differs
+from its setting."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from ioc.errors import ConfigError
 from ioc.settings import Settings
 from ioc.stack.stack import StackState
+from streams.bridge import Bridge
 from streams.kafka_admin import ensure_topics
 from streams.topics import TopicNames, bootstrap_servers
 from tests.conftest import fresh_db
@@ -84,3 +87,30 @@ def test_letters_on_every_partition_of_a_dead_letter_topic_created_larger_are_st
         assert len(used) >= 2, "the letters did not reach more than one partition"
     finally:
         p.procs.stop_all()
+
+
+def test_a_bridge_refuses_a_readings_topic_made_with_another_partition_count(kafka_url: str, mqtt_url: str) -> None:
+    """IOC_KAFKA_PARTITIONS changed after the topics were made: the bridge names both counts at start-up
+    instead of sending to partitions the topic lacks, or moving sensors between partitions mid-stream."""
+    tag = uuid.uuid4().hex[:8]
+    names = TopicNames(f"ioc-parts-{tag}")
+    asyncio.run(ensure_topics(kafka_url, names.layout(4, 1)))
+
+    def settings(partitions: int) -> Settings:
+        return Settings(mqtt_url=mqtt_url, kafka_url=kafka_url, topic_prefix=names.prefix, bridge_id=f"parts-{tag}",
+                        share_group=f"parts{tag}", kafka_partitions=partitions)
+
+    async def start(partitions: int) -> None:
+        bridge = Bridge(settings(partitions), {})
+        stop, ready = asyncio.Event(), asyncio.Event()
+        run = asyncio.create_task(bridge.run(stop, ready))
+        done, _ = await asyncio.wait([run, asyncio.create_task(ready.wait())], timeout=60,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if run not in done:
+            stop.set()
+        await run
+
+    for wrong in (8, 2):
+        with pytest.raises(ConfigError, match=rf"has 4 partitions but IOC_KAFKA_PARTITIONS is {wrong}"):
+            asyncio.run(start(wrong))
+    asyncio.run(start(4))  # the count the topic has: starts, subscribes and stops cleanly
