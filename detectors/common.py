@@ -175,6 +175,15 @@ def make_finding(
     )
 
 
+def label_of(sensor_id: str, name: str | None) -> str:
+    """How a warning names its sensor to people: the registry's name, else the id.
+
+    >>> label_of("HYD_DONG_TRANG", "Đồng Trăng"), label_of("HYD_DONG_TRANG", None)
+    ('Đồng Trăng', 'HYD_DONG_TRANG')
+    """
+    return name or sensor_id
+
+
 def require(cond: bool, msg: str) -> None:
     """Constructor validation: raise ValueError with a message that says what to do."""
     if not cond:

@@ -30,6 +30,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from detectors.common import label_of
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 1
@@ -169,7 +170,7 @@ class FloodProjectionDetector:
             )
         self.sensor_id = sensor_id
         self.metric = metric
-        self.label = name or sensor_id
+        self.label = label_of(sensor_id, name)
         self.window_s = float(window_s)
         self.max_points = max_points
         self.bucket_s = self.window_s / max_points

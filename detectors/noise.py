@@ -22,6 +22,7 @@ import math
 from collections import deque
 from typing import Any
 
+from detectors.common import label_of
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 1
@@ -110,7 +111,7 @@ class NoiseLimitDetector:
         self.area = area
         self.limits = (float(limits[0]), float(limits[1]))
         self.metric = metric
-        self.label = name or sensor_id
+        self.label = label_of(sensor_id, name)
         self.window_s = float(window_s)
         self.min_span_s = float(min_span_s)
         self.min_points = min_points

@@ -30,6 +30,7 @@ import math
 from collections import deque
 from typing import Any
 
+from detectors.common import label_of
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 2  # 2: one 24 h window (the 1 h and 3 h ones are its tail), times relative to last_ts
@@ -107,7 +108,7 @@ class RainAccumulationDetector:
             raise ValueError("max_interval_mm must be > 0 (the largest plausible rain in one reading)")
         self.sensor_id = sensor_id
         self.metric = metric
-        self.label = name or sensor_id
+        self.label = label_of(sensor_id, name)
         self.cumulative = cumulative
         self.hold_fraction = hold_fraction
         self.max_interval_mm = max_interval_mm

@@ -24,6 +24,7 @@ import math
 from collections import deque
 from typing import Any
 
+from detectors.common import label_of
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 1
@@ -80,7 +81,7 @@ class TrafficCongestionDetector:
         self.sensor_id = sensor_id
         self.free_flow = float(free_flow_kmh)
         self.metric = metric
-        self.label = name or sensor_id
+        self.label = label_of(sensor_id, name)
         self.window_s = float(window_s)
         self.sustain_s = float(sustain_s)
         self.clear_after_s = float(clear_after_s)

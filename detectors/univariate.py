@@ -26,6 +26,7 @@ period passes quietly. Pure: no I/O, no clock, versioned JSON state.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -202,6 +203,12 @@ class UnivariateAnomalyDetector:
         self.warning_score = warning_score
         self.scorer = UnivariateAnomalyScorer(method, warmup=warmup, alarm_surprise=alarm_surprise)
         self.reset()
+
+    def __copy__(self) -> UnivariateAnomalyDetector:
+        """A scorer of its own: a shallow copy (:mod:`detectors.templates`) would share its windows."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__, scorer=copy.deepcopy(self.scorer))
+        return new
 
     def reset(self) -> None:
         self.scorer.reset()

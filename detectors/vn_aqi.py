@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from detectors.common import label_of
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 1
@@ -240,7 +241,7 @@ class VnAqiDetector:
         if hysteresis < 0:
             raise ValueError("hysteresis must be >= 0 AQI points")
         self.sensor_id = sensor_id
-        self.label = name or sensor_id
+        self.label = label_of(sensor_id, name)
         self.min_samples = min_samples_per_hour
         self.hysteresis = hysteresis
         self.reset()

@@ -8,9 +8,10 @@ the last one stopped (a flood projection keeps its window, a silence timer its l
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Hashable, Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from detectors.flood_projection import FloodProjectionDetector
 from detectors.noise import NoiseLimitDetector
 from detectors.rain import RainAccumulationDetector
 from detectors.sensor_set import sensor_detectors, silence_of, update_all
+from detectors.templates import DetectorTemplates
 from detectors.traffic import TrafficCongestionDetector
 from detectors.vn_aqi import VnAqiDetector
 from ioc.alerting.hold import HoldState
@@ -55,6 +57,13 @@ def build_detectors(s: SensorEntry) -> list[Any]:
                             extra=s.extra) + warning_detectors(s)
 
 
+def template_key(s: SensorEntry) -> Hashable:
+    """Everything of an entry that parameterises its detectors: all of it but the id and name."""
+    levels = tuple(sorted(s.alarm_levels.items())) if s.alarm_levels else None
+    extra = json.dumps(s.extra, sort_keys=True, default=str) if s.extra else None
+    return (s.kind, tuple(s.metrics or ()), float(s.interval_s), levels, extra)
+
+
 class DetectorBank:
     """All detectors per sensor, built from the registry, warm in memory between envelopes."""
 
@@ -64,6 +73,7 @@ class DetectorBank:
         self.rules = rules if rules is not None else load_rules()
         self._live: dict[str, list[Any]] = {}
         self._holds: dict[str, HoldState] = {}
+        self._templates = DetectorTemplates()  # a city's first readings copy detectors, not rebuild them
         # With ``defer_writes`` the table is written by :meth:`flush` (a checkpoint), not per call;
         # the stage then replays what came after the checkpoint when it takes a partition over.
         self.defer_writes = defer_writes
@@ -90,7 +100,8 @@ class DetectorBank:
             entry = self.sensors.get(sensor_id)
             if entry is None:
                 return None
-            dets = build_detectors(entry)
+            dets = self._templates.copies(template_key(entry), sensor_id, entry.name,
+                                          lambda: build_detectors(entry))
             raw = self._carried.pop(sensor_id, None)
             if raw is None and sensor_id in table:  # `in` first: a Faust table's miss raises inside get()
                 raw = table.get(sensor_id)

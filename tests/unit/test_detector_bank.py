@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import msgspec
+import numpy as np
 
 from ioc.models import Reading
 from ioc.storage.sensors_store import SensorEntry
@@ -90,3 +96,64 @@ def test_non_finite_values_never_become_findings() -> None:
            for i, v in enumerate([float("inf"), float("nan"), -float("inf"), 1e308])]
     for f in DetectorBank({GAUGE.sensor_id: GAUGE}).process(bad, {}):
         assert f.value == f.value and abs(f.value) != float("inf")
+
+
+def _same(a: Any, b: Any, path: str = "") -> None:
+    """Deep equality of two detectors' whole configuration and state (numpy-aware)."""
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and np.array_equal(a, b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple | deque):
+        assert type(a) is type(b) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    elif hasattr(a, "__dict__") or hasattr(a, "__slots__"):
+        assert type(a) is type(b), path
+        names = set(getattr(a, "__dict__", {})) | set(getattr(type(a), "__slots__", ()))
+        for n in names:
+            _same(getattr(a, n), getattr(b, n), f"{path}.{n}")
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), path
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def test_sensors_sharing_a_template_get_detectors_equal_to_their_own_build() -> None:
+    """The bank copies one template per parameter set; every copy must equal what building that
+    sensor alone gives, id, name and all, and parameters that differ must not share a template."""
+    entries = [
+        GAUGE,
+        replace(GAUGE, sensor_id="HYD_OTHER", name="Trạm khác"),  # same parameters, other id and name
+        replace(GAUGE, sensor_id="HYD_LOWER", alarm_levels={"bd1": 3.0, "bd2": 4.0, "bd3": 5.0}),
+        replace(GAUGE, sensor_id="HYD_FAST", interval_s=60.0),
+        replace(GAUGE, sensor_id="HYD_RECORD", extra={"record_m": 6.5, "max_rise_m_per_h": 0.5}),
+        replace(RAIN, sensor_id="RAIN_NAMELESS", name=""),
+        RAIN,
+        SensorEntry("TRF_A", "traffic", "Trần Phú", ("flow_vph", "occupancy_pct", "speed_kmh"), 10.0, None,
+                    {"free_flow_kmh": 50}),
+        SensorEntry("TRF_B", "traffic", "Lê Thánh Tôn", ("flow_vph", "occupancy_pct", "speed_kmh"), 10.0, None,
+                    {"free_flow_kmh": 30}),
+        SensorEntry("AIR_A", "air", "Chợ Đầm", ("co", "no2", "pm10", "pm25"), 10.0, None, {}),
+        SensorEntry("AIR_B", "air", "Vĩnh Phước", ("co", "no2", "pm10", "pm25"), 10.0, None, {}),
+    ]
+    bank = DetectorBank({e.sensor_id: e for e in entries})
+    for e in entries:
+        got, want = bank.detectors(e.sensor_id, {}), build_detectors(e)
+        assert got is not None and [type(d) for d in got] == [type(d) for d in want]
+        for g, w in zip(got, want, strict=True):
+            _same(vars(g), vars(w), f"{e.sensor_id}:{type(g).__name__}")
+    assert bank._templates.built == 8  # GAUGE and HYD_OTHER, AIR_A and AIR_B, share theirs
+
+
+def test_sensors_sharing_a_template_learn_apart() -> None:
+    """Two gauges from one template, one rising to BĐ III and one flat: only the first warns."""
+    other = replace(GAUGE, sensor_id="HYD_OTHER", name="Trạm khác")
+    bank = DetectorBank({GAUGE.sensor_id: GAUGE, other.sensor_id: other})
+    flat = [msgspec.structs.replace(r, sensor_id=other.sensor_id, metrics={"water_level_m": 6.0 + 0.01 * (i % 3)})
+            for i, r in enumerate(_rise(200))]
+    found = bank.process([r for pair in zip(_rise(200), flat, strict=True) for r in pair], {})
+    assert ("flood_alarm_level", "critical") in _rules([f for f in found if f.sensor_id == GAUGE.sensor_id])
+    assert not [f for f in found if f.sensor_id == other.sensor_id and f.rule.startswith("flood")]

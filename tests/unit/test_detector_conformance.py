@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from detectors.alarm_levels import AlarmLevelDetector
 from detectors.base import Detector
+from detectors.templates import fresh_copy
 from ioc.models import Finding, Reading
 
 
@@ -95,6 +96,38 @@ def test_reset_returns_to_the_initial_state(case: tuple[Callable[[], Any], list[
     det.reset()
     assert det.to_state() == make().to_state()
     assert _run(det, stream) == _run(make(), stream)
+
+
+def test_a_copy_for_another_sensor_is_fresh_and_shares_no_state(case: tuple[Callable[[], Any], list[Reading]]) -> None:
+    """Copies of one template (how the worker gives a city's new sensors their detectors) must act
+    as if each were built alone: fed different streams side by side, neither sees the other's
+    readings, and the template itself stays fresh for the next sensor."""
+    make, stream = case
+    template = make()
+    name = getattr(template, "label", None)  # the label a fresh build got: the copies keep it
+    a, b = fresh_copy(template, template.sensor_id, name), fresh_copy(template, template.sensor_id, name)
+    assert a.to_state() == make().to_state()
+    half = len(stream) // 2
+    got_a: list[tuple[int, Finding]] = []
+    got_b: list[tuple[int, Finding]] = []
+    for i, r in enumerate(stream):  # a sees the whole stream, b only its second half, interleaved
+        got_a += [(i, f) for f in a.update(r)]
+        if i + half < len(stream):
+            got_b += [(i, f) for f in b.update(stream[i + half])]
+    assert got_a == _run(make(), stream)
+    assert got_b == _run(make(), stream[half:])
+    assert template.to_state() == make().to_state()
+    assert _run(fresh_copy(template, template.sensor_id, name), stream) == _run(make(), stream)
+
+
+def test_a_copy_for_another_sensor_speaks_of_that_sensor(case: tuple[Callable[[], Any], list[Reading]]) -> None:
+    make, stream = case
+    copy_ = fresh_copy(make(), "OTHER_SENSOR", "Trạm khác")
+    found = [f for _, f in _run(copy_, stream)]
+    assert found and {f.sensor_id for f in found} == {"OTHER_SENSOR"}
+    if hasattr(copy_, "label"):
+        assert copy_.label == "Trạm khác"
+        assert any("Trạm khác" in f.message for f in found)
 
 
 def test_does_no_io(case: tuple[Callable[[], Any], list[Reading]], monkeypatch: pytest.MonkeyPatch) -> None:
