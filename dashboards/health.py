@@ -2,7 +2,8 @@
 
 The worker and the bridge write per-stage counters to ``pipeline_metrics`` (``streams.pipeline_stats``):
 rates as ``<name>_per_s``, latency quantiles as ``e2e_latency_ms_p50|p99``, the consumer lag as
-``consumer_lag_envelopes``. Each worker writes its own rows, so rates are averaged per worker and
+``consumer_lag_envelopes``; every bridge writes the MQTT broker's dropped messages as stage
+``mqtt_broker`` with the broker as its worker, so several bridges average into one series. Each worker writes its own rows, so rates are averaged per worker and
 interval first, then summed over workers.
 """
 
@@ -35,7 +36,8 @@ ORDER BY 1, 2
 
 INGEST_SQL = _per_worker(
     "((stage = 'bridge' AND metric IN ('received_per_s', 'rejected_per_s'))"
-    " OR (stage = 'sink' AND metric IN ('readings_per_s', 'rows_inserted_per_s')))",
+    " OR (stage = 'sink' AND metric IN ('readings_per_s', 'rows_inserted_per_s'))"
+    " OR (stage = 'mqtt_broker' AND metric = 'dropped_per_s'))",
     "stage || ' ' || replace(metric, '_per_s', '')", "sum",
 )
 LAG_SQL = _per_worker("metric = 'consumer_lag_envelopes'", "stage", "sum")

@@ -24,9 +24,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from ioc.errors import ConfigError, IocError, PayloadRejected
-from ioc.settings import Settings
+from ioc.settings import Settings, mask_url
 from ioc.storage.deadletters import DeadLetter, encode_batch
 from ioc.wire import Reading, SensorInfo, ValidationPolicy, encode_envelope, parse_topic, validate
+from streams.broker_drops import SYS_DROPPED, BrokerDrops
 from streams.envelope_batcher import Batch, EnvelopeBatcher, take_merged
 from streams.kafka_admin import TopicKeeper, ensure_topics
 from streams.kafka_retry import SendRetry
@@ -102,7 +103,10 @@ class Bridge:
                                        settings.sensor_rate_burst)
         # Registering an unknown sensor is a blocking DB round trip: one thread, in arrival order.
         self._register_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-register")
-        self.mqtt = MqttLoop(settings, self.handle)  # on this loop's thread: no hand-over between threads
+        self.drops = BrokerDrops()
+        # on this loop's thread: no hand-over between threads
+        self.mqtt = MqttLoop(settings, self.handle, on_broker_stat=self._broker_stat)
+        self.broker_metrics = StageStats("mqtt_broker", worker=f"{self.mqtt.target.host}:{self.mqtt.target.port}")
         self.producer: AIOKafkaProducer | None = None
         assert settings.kafka_url is not None
         self.layout = self.topics.layout_for(settings)
@@ -174,6 +178,22 @@ class Bridge:
             self.stats.urgent += 1
         for batch in self.batcher.add(part, reading, token, urgent):
             self._ready.put_nowait(batch)
+
+    def _broker_stat(self, topic: str, payload: bytes) -> None:
+        """The broker's dropped-message counter: a rise is readings lost before they reached us."""
+        if topic != SYS_DROPPED:
+            return
+        first = self.drops.last is None
+        rise = self.drops.observe(payload)
+        broker = mask_url(self.settings.mqtt_url or "")
+        if first and self.drops.at_start:
+            log.warning("MQTT broker %s has dropped %d messages since it started (before this bridge looked): "
+                        "a subscriber, this bridge's session perhaps, was more than max_queued_messages behind",
+                        broker, self.drops.at_start)
+        elif rise:
+            log.error("MQTT broker %s dropped %d messages (%d seen by this bridge): a subscriber was more than "
+                      "max_queued_messages behind. If it is the bridges, readings were lost before Kafka: add "
+                      "bridges (shared subscription) or raise max_queued_messages", broker, rise, self.drops.dropped)
 
     # -- Kafka side
     async def _send(self, topic: str, value: bytes, partition: int | None, what: str) -> None:
@@ -291,8 +311,12 @@ class Bridge:
                 **{f"rejected_{k}": v for k, v in st.by_reason.items()},
             }
             self.metrics.counters["pending"] = self.batcher.pending  # gauge, not a counter
+            rows = self.metrics.rows()
+            if self.drops.last is not None:  # the broker's figure: every bridge writes it, the board averages
+                self.broker_metrics.counters["dropped"] = self.drops.dropped
+                rows += self.broker_metrics.rows()
             try:
-                await asyncio.to_thread(self.write_metrics, self.metrics.rows())
+                await asyncio.to_thread(self.write_metrics, rows)
             except Exception as e:  # noqa: BLE001 - metrics must never stop the bridge
                 log.warning("writing bridge metrics failed: %s", e)
 

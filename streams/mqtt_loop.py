@@ -25,6 +25,7 @@ from ioc.errors import IocError
 from ioc.mqtt_client import connect, make_client
 from ioc.retry import Backoff
 from ioc.settings import Settings, mask_url
+from streams.broker_drops import SYS_DROPPED
 
 log = logging.getLogger(__name__)
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
@@ -58,7 +59,12 @@ class MqttLoop:
     the socket is writable.
     """
 
-    def __init__(self, settings: Settings, on_message: Callable[[str, bytes, AckToken], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_message: Callable[[str, bytes, AckToken], None],
+        on_broker_stat: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         assert settings.mqtt_url is not None
         self.url = settings.mqtt_url
         self.topic = (
@@ -77,6 +83,7 @@ class MqttLoop:
         props.ReceiveMaximum = 5000  # QoS 1 messages in flight to us, bounds bridge memory
         self.props = props
         self.on_message_cb = on_message
+        self.on_broker_stat = on_broker_stat  # Mosquitto's $SYS counters (see streams.broker_drops)
         self.generation = 0
         self.received = 0
         # threading.Event: read by callers that poll from other threads (bench, tests) as well.
@@ -112,7 +119,10 @@ class MqttLoop:
         self.generation += 1
         self._backoff.reset()
         # Subscribe on every connect: a broker that lost the session must not leave us deaf.
-        client.subscribe(self.topic, qos=1)
+        subs = [(self.topic, 1)]
+        if self.on_broker_stat is not None:
+            subs.append((SYS_DROPPED, 0))
+        client.subscribe(subs)
         self.connected.set()
         log.info("MQTT connected to %s (session present=%s), subscribed %s", mask_url(self.url),
                  getattr(flags, "session_present", "?"), self.topic)
@@ -126,6 +136,10 @@ class MqttLoop:
         self._connection_lost()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith("$SYS/"):  # QoS 0 broker statistics: never a reading, never acked
+            if self.on_broker_stat is not None:
+                self.on_broker_stat(msg.topic, bytes(msg.payload))
+            return
         self.received += 1
         try:
             self.on_message_cb(msg.topic, bytes(msg.payload), AckToken(self.generation, msg.mid))
