@@ -2,9 +2,9 @@
 
 The worker and the bridge write per-stage counters to ``pipeline_metrics`` (``streams.pipeline_stats``):
 rates as ``<name>_per_s``, latency quantiles as ``e2e_latency_ms_p50|p99``, the consumer lag as
-``consumer_lag_envelopes``; every bridge writes the MQTT broker's dropped messages as stage
-``mqtt_broker`` with the broker as its worker, so several bridges average into one series. Each worker writes its own rows, so rates are averaged per worker and
-interval first, then summed over workers.
+``consumer_lag_envelopes``. Each worker writes its own rows, so rates are averaged per worker and
+interval first, then summed over workers. Every bridge writes the MQTT broker's dropped messages as
+stage ``mqtt_broker`` with the broker as its worker, so several bridges average into one series.
 """
 
 from __future__ import annotations

@@ -136,15 +136,16 @@ class MqttLoop:
         self._connection_lost()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic.startswith("$SYS/"):  # QoS 0 broker statistics: never a reading, never acked
+        topic = msg.topic  # paho decodes it on every access
+        if topic.startswith("$SYS/"):  # QoS 0 broker statistics: never a reading, never acked
             if self.on_broker_stat is not None:
-                self.on_broker_stat(msg.topic, bytes(msg.payload))
+                self.on_broker_stat(topic, bytes(msg.payload))
             return
         self.received += 1
         try:
-            self.on_message_cb(msg.topic, bytes(msg.payload), AckToken(self.generation, msg.mid))
+            self.on_message_cb(topic, bytes(msg.payload), AckToken(self.generation, msg.mid))
         except Exception:  # a handler must never die on one payload
-            log.exception("bridge handler failed for topic %.200s", msg.topic)
+            log.exception("bridge handler failed for topic %.200s", topic)
 
     def _on_socket_open(self, client: mqtt.Client, userdata: object, sock: socket.socket | object) -> None:
         assert self._loop is not None

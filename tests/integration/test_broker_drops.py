@@ -46,10 +46,12 @@ def _run_bridge(settings: Settings, rows: list[tuple[datetime, str, str, str, fl
             assert await sent == len(burst)  # the broker acknowledged every publish all the same
         else:
             assert await asyncio.to_thread(publish, observer_url, burst) == len(burst)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (bridge.drops.dropped if block_s else False):
+        # Behind: until the rise is seen (20 s at most). Keeping up: nothing to wait for but the
+        # $SYS values that follow the burst (every second), then, either way, a metrics flush (1 s).
+        deadline = time.monotonic() + (20 if block_s else 0)
+        while time.monotonic() < deadline and not bridge.drops.dropped:
             await asyncio.sleep(0.2)
-        await asyncio.sleep(2.5)  # a metrics flush after the rise (interval 1 s), or the quiet that follows
+        await asyncio.sleep(2.5)
         stop.set()
         await asyncio.wait_for(run, 30)
 
