@@ -22,6 +22,7 @@ from detectors.flood_projection import FloodProjectionDetector
 from detectors.noise import NoiseLimitDetector
 from detectors.rain import RainAccumulationDetector
 from detectors.sensor_set import sensor_detectors, silence_of, update_all
+from detectors.silence import SilenceDetector
 from detectors.templates import DetectorTemplates
 from detectors.traffic import TrafficCongestionDetector
 from detectors.vn_aqi import VnAqiDetector
@@ -72,6 +73,9 @@ class DetectorBank:
         self.sensors = dict(sensors)
         self.rules = rules if rules is not None else load_rules()
         self._live: dict[str, list[Any]] = {}
+        #: Each live sensor's silence detector (None: it has none), found once at build: looking it
+        #: up among ~10 detectors per reading, and per sensor at every tick, was a scan each time.
+        self._silence: dict[str, SilenceDetector | None] = {}
         self._holds: dict[str, HoldState] = {}
         self._templates = DetectorTemplates()  # a city's first readings copy detectors, not rebuild them
         # With ``defer_writes`` the table is written by :meth:`flush` (a checkpoint), not per call;
@@ -88,6 +92,7 @@ class DetectorBank:
         for sensor_id in set(self._live):
             if sensors.get(sensor_id) != self.sensors.get(sensor_id):
                 dets = self._live.pop(sensor_id)
+                self._silence.pop(sensor_id, None)
                 self.changes += 1
                 hold = self._holds.pop(sensor_id, None)
                 if sensor_id in sensors:  # rebuilt from what it saw, not from the last checkpoint
@@ -123,6 +128,7 @@ class DetectorBank:
                 hold.forget(gone)  # a removed alarm level holds no condition open
             self._holds[sensor_id] = hold
             self._live[sensor_id] = dets
+            self._silence[sensor_id] = silence_of(dets)
             self.built += 1
             self.changes += 1
         return dets
@@ -136,7 +142,7 @@ class DetectorBank:
             if dets is None:
                 continue
             hold = self._holds[r.sensor_id]
-            silence = silence_of(dets)
+            silence = self._silence[r.sensor_id]
             for f in update_all(dets, r):
                 if not _sane(f):
                     continue
@@ -175,11 +181,17 @@ class DetectorBank:
         """
         out: list[Finding] = []
         for sensor_id in sensor_ids:
-            dets = self.detectors(sensor_id, table)
-            silence = silence_of(dets) if dets else None
+            silence = self.silence_detector(sensor_id, table)
             if silence is not None:
                 out.extend(silence.check(now, resumed_at=resumed_at))
         return out
+
+    def silence_detector(self, sensor_id: str, table: Mapping[str, Any]) -> SilenceDetector | None:
+        """The sensor's silence detector, its detectors built (restored from the table) if need be."""
+        silence = self._silence.get(sensor_id)
+        if silence is None and sensor_id not in self._silence and self.detectors(sensor_id, table) is not None:
+            silence = self._silence[sensor_id]
+        return silence
 
     def silence_ticks(self, sensor_ids: Iterable[str], table: MutableMapping[str, Any], upto: datetime,
                       tick_s: float, resumed_at: datetime | None) -> list[Finding]:
@@ -192,9 +204,13 @@ class DetectorBank:
         of any other changes nothing): a tick over 1,250 sensors took 25 ms, most of it recomputing
         every deadline at every step.
         """
-        sil = {sid: d for sid in sensor_ids
-               if (dets := self.detectors(sid, table)) and (d := silence_of(dets)) is not None}
-        deadlines = {sid: dl for sid, d in sil.items() if not d.silent and (dl := d.deadline(resumed_at)) is not None}
+        sil: dict[str, SilenceDetector] = {}
+        deadlines: dict[str, datetime] = {}
+        known, find = self._silence.get, self.silence_detector
+        for sid in sensor_ids:
+            d = known(sid) or find(sid, table)
+            if d is not None and not d.silent and (dl := d.deadline(resumed_at)) is not None:
+                sil[sid], deadlines[sid] = d, dl
         out: list[Finding] = []
         changed: set[str] = set()
         limit = upto.timestamp()
@@ -222,6 +238,7 @@ class DetectorBank:
     def forget(self, sensor_id: str) -> None:
         if self._live.pop(sensor_id, None) is not None:
             self.changes += 1
+        self._silence.pop(sensor_id, None)
         self._holds.pop(sensor_id, None)
         self._carried.pop(sensor_id, None)
         self.dirty.discard(sensor_id)

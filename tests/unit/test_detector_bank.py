@@ -91,6 +91,34 @@ def test_silence_is_raised_by_the_timer_and_survives_a_restart() -> None:
     assert fresh.check_silence([GAUGE.sensor_id], table, last + timedelta(hours=2), None) == []  # raised once
 
 
+def _ticks(bank: DetectorBank, table: dict[str, Any], upto: datetime) -> list[Any]:
+    return bank.silence_ticks([GAUGE.sensor_id], table, upto, 15.0, None)
+
+
+def test_the_silence_tick_judges_by_the_detectors_a_registry_change_rebuilt() -> None:
+    bank = DetectorBank({GAUGE.sensor_id: GAUGE})
+    table: dict[str, Any] = {}
+    bank.process(_rise(30), table)
+    last = T0 + timedelta(minutes=5 * 29)  # silent after 2.5 × 300 s = 12.5 min at the old interval
+    bank.update_registry({GAUGE.sensor_id: replace(GAUGE, interval_s=3600.0)})  # now 2.5 h
+    assert _ticks(bank, table, last + timedelta(minutes=20)) == []
+    found = _ticks(bank, table, last + timedelta(hours=3))
+    assert _rules(found) == [("sensor_silent", "warning")] and found[0].threshold == 9000.0
+
+
+def test_the_silence_tick_of_a_sensor_reloaded_from_its_checkpoint_uses_the_reloaded_state() -> None:
+    bank = DetectorBank({GAUGE.sensor_id: GAUGE}, defer_writes=True)
+    table: dict[str, Any] = {}
+    bank.process(_rise(10), table)
+    bank.flush(list(bank.dirty), table)  # checkpoint: last seen at reading 9
+    bank.process(_rise(20, start=10), table)  # live only: last seen at reading 29
+    bank.forget(GAUGE.sensor_id)  # a takeover reloads it from the table
+    at = T0 + timedelta(minutes=5 * 9 + 13)  # 13 min after reading 9, long before 29's deadline
+    found = _ticks(bank, table, at)
+    assert _rules(found) == [("sensor_silent", "warning")]
+    assert found[0].detail["last_seen"].startswith((T0 + timedelta(minutes=45)).isoformat()[:19])
+
+
 def test_non_finite_values_never_become_findings() -> None:
     bad = [Reading(GAUGE.sensor_id, "water_level", T0 + timedelta(minutes=i), i, {"water_level_m": v})
            for i, v in enumerate([float("inf"), float("nan"), -float("inf"), 1e308])]
