@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from array import array
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -68,6 +69,11 @@ LOAD_BASE: dict[str, float] = {
 }
 TICK_S = 0.010  # the generator publishes what is due every 10 ms
 KEY_FLUSH_S = 0.1  # and reports the keys it published to the bench every 100 ms
+#: Publishes a generator leaves without a PUBACK before it waits for one. paho numbers messages
+#: 1..65,535 and wraps; with more outstanding, a reused number would overwrite a message in
+#: paho's own queue (lost without a trace) and the generator could not tell which reading the
+#: broker acknowledged. Waiting here is what a real sensor's client would do.
+MAX_UNACKED = 60_000
 
 
 def now_us() -> int:
@@ -532,10 +538,24 @@ def generator_main(spec: LoadSpec, conn: Connection) -> None:
     client, target, props = make_client(spec.mqtt_url, client_id=f"bench-load-{uuid.uuid4().hex[:8]}",
                                         max_inflight=spec.inflight)
     acked = 0
+    acks: deque[int] = deque()  # mids PUBACKed, from paho's network thread (deque: thread-safe appends)
+    pending: dict[int, tuple[int, int]] = {}  # mid -> (sensor index, ts_us), owned by this thread
+    unacked = array("q")  # readings given up on: never acknowledged, or their mid reused
+    reused = 0
 
     def on_publish(c: object, u: object, mid: int, rc: object, p: object) -> None:
         nonlocal acked
         acked += 1  # paho's network thread is the only writer
+        acks.append(mid)
+
+    def settle() -> None:
+        """Take the acknowledged readings off ``pending``; while too many are outstanding, wait."""
+        while True:
+            while acks:
+                pending.pop(acks.popleft(), None)
+            if len(pending) < MAX_UNACKED:
+                return
+            time.sleep(0.001)
 
     client.on_publish = on_publish
     connect(client, target, props)
@@ -561,7 +581,13 @@ def generator_main(spec: LoadSpec, conn: Connection) -> None:
                 ts_us = now_us()
                 payload = encode_payload(spec.sensors[idx], EPOCH + timedelta(microseconds=ts_us), seq0 + lap,
                                          _load_values(spec.kinds[idx], idx, lap))
-                client.publish(topics[idx], payload, qos=1)
+                if len(pending) >= MAX_UNACKED or not sent % 1000:
+                    settle()
+                mid = client.publish(topics[idx], payload, qos=1).mid
+                if mid in pending:  # cannot happen while MAX_UNACKED < 65,535 and acks come in order
+                    reused += 1
+                    unacked.extend(pending[mid])
+                pending[mid] = (idx, ts_us)
                 keys.append(idx)
                 keys.append(ts_us)
                 sent += 1
@@ -580,11 +606,18 @@ def generator_main(spec: LoadSpec, conn: Connection) -> None:
         if keys:
             conn.send_bytes(keys.tobytes())
         deadline = time.monotonic() + 15
-        while acked < sent and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            settle()
+            if not pending:
+                break
             time.sleep(0.01)
+        settle()
+        for key in pending.values():
+            unacked.extend(key)
         conn.send_bytes(b"")  # end of keys
         conn.send({"published": sent, "acked": acked, "seconds": spent, "last_publish_us": last_us,
-                   "ticks_late": len(late), "max_late_ms": round(max(late, default=0.0) * 1000, 1)})
+                   "ticks_late": len(late), "max_late_ms": round(max(late, default=0.0) * 1000, 1),
+                   "unacked": unacked.tobytes(), "mids_reused": reused})
     finally:
         client.loop_stop()
         client.disconnect()
@@ -599,6 +632,10 @@ class GenResult:
     last_publish_us: int = 0
     ticks_late: int = 0
     max_late_ms: float = 0.0
+    mids_reused: int = 0
+    #: Readings published without a PUBACK (sensor id, ts_us): the broker may or may not have them,
+    #: so they are not counted as the pipeline's loss (see ``LoadGenerator.unacked_keys``).
+    unacked: list[tuple[str, int]] = field(default_factory=list)
 
 
 class LoadGenerator:
@@ -648,7 +685,9 @@ class LoadGenerator:
                 a.frombytes(raw)
                 self.on_keys([sub[i] for i in a[0::2]], list(a[1::2]))
             d = conn.recv()
-            self.results.append(GenResult(**d))
+            a = array("q")
+            a.frombytes(d.pop("unacked"))
+            self.results.append(GenResult(**d, unacked=[(sub[i], us) for i, us in zip(a[0::2], a[1::2], strict=True)]))
         except (EOFError, OSError) as e:
             self.errors.append(f"{proc.name}: {e!r} (exit {proc.exitcode})")
 
@@ -665,6 +704,8 @@ class LoadGenerator:
             last_publish_us=max(x.last_publish_us for x in self.results),
             ticks_late=sum(x.ticks_late for x in self.results),
             max_late_ms=max(x.max_late_ms for x in self.results),
+            mids_reused=sum(x.mids_reused for x in self.results),
+            unacked=[k for x in self.results for k in x.unacked],
         )
         return r
 
@@ -775,6 +816,18 @@ class ArrivalTracker(threading.Thread):
         """Every published key, sampled or not."""
         with self.lock:
             return list(self.all_keys)
+
+    def forget(self, keys: Sequence[tuple[str, int]]) -> None:
+        """Stop waiting for these readings (published, never acknowledged by the broker): their loss,
+        if lost, is the broker's or the publisher's to report, not the pipeline's."""
+        if not keys:
+            return
+        gone = set(keys)
+        with self.lock:
+            self.all_keys = [k for k in self.all_keys if k not in gone]
+            self.order = [k for k in self.order if k not in gone or k in self.arrived]
+            self.pending -= gone
+            self.head = 0
 
 
 # -- results ------------------------------------------------------------------------------------------
