@@ -33,6 +33,7 @@ from ioc.storage.sensors_store import SensorEntry
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
+JOINED_MAX = 1 << 17  # sensors built and not yet taken by an index (see DetectorBank.joined)
 
 
 def warning_detectors(s: SensorEntry) -> list[Any]:
@@ -85,6 +86,12 @@ class DetectorBank:
         self._carried: dict[str, bytes] = {}  # state of detectors rebuilt after a registry change
         self.built = 0  # sensors whose detectors were built, ever: the long-lived objects made
         self.changes = 0  # builds and removals of live sensors: an index of them is stale when it moves
+        # For an index kept up to date instead of rebuilt (``DetectorStage.partition_sensors``): the
+        # sensors built since its owner last took them (at most JOINED_MAX; past it, it rebuilds),
+        # the live sensors dropped, and the table keys this bank created.
+        self.joined: list[str] = []
+        self.left = 0
+        self.keys_added = 0
 
     def update_registry(self, sensors: Mapping[str, SensorEntry]) -> None:
         """A changed entry gets fresh detectors (state kept for the rules it still has); a retired
@@ -94,6 +101,7 @@ class DetectorBank:
                 dets = self._live.pop(sensor_id)
                 self._silence.pop(sensor_id, None)
                 self.changes += 1
+                self.left += 1
                 hold = self._holds.pop(sensor_id, None)
                 if sensor_id in sensors:  # rebuilt from what it saw, not from the last checkpoint
                     self._carried[sensor_id] = encode_state(dets, hold)
@@ -131,6 +139,8 @@ class DetectorBank:
             self._silence[sensor_id] = silence_of(dets)
             self.built += 1
             self.changes += 1
+            if len(self.joined) < JOINED_MAX:
+                self.joined.append(sensor_id)
         return dets
 
     def process(self, readings: Iterable[Reading], table: MutableMapping[str, Any]) -> list[Finding]:
@@ -156,7 +166,7 @@ class DetectorBank:
             self.dirty.update(touched)
         else:
             for sensor_id, dets in touched.items():
-                table[sensor_id] = encode_state(dets, self._holds[sensor_id])  # reassign: reaches the changelog
+                self._write(table, sensor_id, encode_state(dets, self._holds[sensor_id]))
         return findings
 
     def flush(self, sensor_ids: Iterable[str], table: MutableMapping[str, Any], upto: int | None = None) -> int:
@@ -165,7 +175,7 @@ class DetectorBank:
         for sid in sensor_ids:
             dets = self._live.get(sid)
             if dets is not None:
-                table[sid] = encode_state(dets, self._holds[sid], upto)
+                self._write(table, sid, encode_state(dets, self._holds[sid], upto))
                 n += 1
             self.dirty.discard(sid)
         return n
@@ -229,8 +239,13 @@ class DetectorBank:
             self.dirty.update(changed)
         else:
             for sid in changed:
-                table[sid] = encode_state(self._live[sid], self._holds[sid])
+                self._write(table, sid, encode_state(self._live[sid], self._holds[sid]))
         return out
+
+    def _write(self, table: MutableMapping[str, Any], sensor_id: str, state: bytes) -> None:
+        if sensor_id not in table:
+            self.keys_added += 1
+        table[sensor_id] = state  # reassign: reaches the changelog
 
     def live_sensors(self) -> set[str]:
         return set(self._live)
@@ -238,6 +253,7 @@ class DetectorBank:
     def forget(self, sensor_id: str) -> None:
         if self._live.pop(sensor_id, None) is not None:
             self.changes += 1
+            self.left += 1
         self._silence.pop(sensor_id, None)
         self._holds.pop(sensor_id, None)
         self._carried.pop(sensor_id, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -475,3 +476,50 @@ def test_checkpoint_writes_keep_within_the_room_left_in_the_changelog_buffer() -
     assert max(w for _, w in per_call) > 0 and len(table.get(f"{CHECKPOINT}0", b"")) > 0
     marks = int(table[f"{CHECKPOINT}0"])
     assert marks > 200, marks  # checkpoints kept completing after the full buffer
+
+
+def test_the_partition_index_kept_up_to_date_equals_a_full_scan_whatever_happens_in_between() -> None:
+    """The index takes sensors as the bank builds them and is rebuilt only for what it cannot follow:
+    random builds, readings, checkpoints, takeovers (forget), retirements and keys restored into the
+    table behind its back, checked against a scan of the table and the live sensors."""
+
+    parts = 4
+    registry = {f"R{i:03d}": SensorEntry(f"R{i:03d}", "rain", "rain", ("rain_mm",), 300.0, None, {}) for i in range(40)}
+    for seed in range(8):
+        rng = random.Random(seed)
+        table: dict[str, Any] = {}
+        s = Settings(mqtt_url="mqtt://u:p@127.0.0.1:1", kafka_url="kafka://127.0.0.1:1", kafka_partitions=parts)
+        stage = DetectorStage(s, table, Sent(ack_at_once=True).send, StageStats("test"), "readings")
+        stage.start(registry)
+        bank = stage.bank
+        assert bank is not None
+        ids = list(registry)
+        checks = 0
+        for step in range(400):
+            sid = rng.choice(ids)
+            op = rng.random()
+            if op < 0.35:
+                r = Reading(sid, "rain", T0 + timedelta(minutes=step), step, {"rain_mm": 0.0})
+                if rng.random() < 0.5:
+                    bank.process([r], table)
+                else:
+                    stage.detect([r], stage.part(sid))  # an envelope: its new sensors join the index
+            elif op < 0.5:
+                bank.detectors(sid, table)
+            elif op < 0.6:
+                stage.checkpoint(stage.part(sid), step, 1e9 * (step + 1), rng.choice([1, 5, 100]))
+            elif op < 0.68:
+                bank.forget(sid)
+            elif op < 0.72:
+                table[f"RESTORED{step}"] = b"{}"  # a changelog restored, a standby's update
+            elif op < 0.76:
+                table[sid] = b"{}"  # an existing key rewritten, or a new one, from outside the bank
+            elif op < 0.8:
+                registry_now = {k: v for k, v in registry.items() if rng.random() > 0.1}
+                bank.update_registry(registry_now)
+            if rng.random() < 0.3:
+                scan = sorted({k for k in table if not k.startswith(CHECKPOINT)} | bank.live_sensors())
+                for p in range(parts):
+                    assert stage.partition_sensors(p) == [k for k in scan if stage.part(k) == p], (seed, step)
+                checks += 1
+        assert checks > 50
