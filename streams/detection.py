@@ -85,10 +85,9 @@ class DetectorBank:
         self.dirty: set[str] = set()
         self._carried: dict[str, bytes] = {}  # state of detectors rebuilt after a registry change
         self.built = 0  # sensors whose detectors were built, ever: the long-lived objects made
-        self.changes = 0  # builds and removals of live sensors: an index of them is stale when it moves
-        # For an index kept up to date instead of rebuilt (``DetectorStage.partition_sensors``): the
+        # For an index of the live sensors kept up to date (``DetectorStage.partition_sensors``): the
         # sensors built since its owner last took them (at most JOINED_MAX; past it, it rebuilds),
-        # the live sensors dropped, and the table keys this bank created.
+        # the live sensors dropped ever, and the table keys this bank created.
         self.joined: list[str] = []
         self.left = 0
         self.keys_added = 0
@@ -100,7 +99,6 @@ class DetectorBank:
             if sensors.get(sensor_id) != self.sensors.get(sensor_id):
                 dets = self._live.pop(sensor_id)
                 self._silence.pop(sensor_id, None)
-                self.changes += 1
                 self.left += 1
                 hold = self._holds.pop(sensor_id, None)
                 if sensor_id in sensors:  # rebuilt from what it saw, not from the last checkpoint
@@ -138,7 +136,6 @@ class DetectorBank:
             self._live[sensor_id] = dets
             self._silence[sensor_id] = silence_of(dets)
             self.built += 1
-            self.changes += 1
             if len(self.joined) < JOINED_MAX:
                 self.joined.append(sensor_id)
         return dets
@@ -252,7 +249,6 @@ class DetectorBank:
 
     def forget(self, sensor_id: str) -> None:
         if self._live.pop(sensor_id, None) is not None:
-            self.changes += 1
             self.left += 1
         self._silence.pop(sensor_id, None)
         self._holds.pop(sensor_id, None)
