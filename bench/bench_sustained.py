@@ -326,6 +326,7 @@ class Bench:
             "offered_rate": rate, "cadence": code, "sensors": len(sensors), "seconds": seconds,
             "published": res.published, "acked": res.acked, "achieved_rate": round(res.published / res.seconds, 1),
             "unacked_readings": len(res.unacked), "mids_reused": res.mids_reused,
+            "generator_ack_wait_s": res.ack_wait_s, "generator_stalled": res.stalled,
             "generator_processes": len(gen.parts), "generator_max_late_ms": res.max_late_ms,
             "drain_s": round(drain_s, 3) if drain_s != float("inf") else None,
             "drained_within_timeout": complete, "missing_rows": missing,
@@ -346,6 +347,8 @@ class Bench:
         reasons = []
         if res.published < MIN_OFFERED * rate * seconds or out["achieved_rate"] < MIN_OFFERED * rate:
             reasons.append(f"generator offered {out['achieved_rate']:,.0f}/s")
+        if res.stalled:
+            reasons.append("the broker acknowledged nothing for 30 s: the generator stopped")
         if res.unacked or res.acked < res.published:
             reasons.append(f"{max(len(res.unacked), res.published - res.acked)} not PUBACKed (not counted as missing)")
         if not complete or drain_s > a.drain_bound:

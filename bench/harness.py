@@ -74,6 +74,11 @@ KEY_FLUSH_S = 0.1  # and reports the keys it published to the bench every 100 ms
 #: paho's own queue (lost without a trace) and the generator could not tell which reading the
 #: broker acknowledged. Waiting here is what a real sensor's client would do.
 MAX_UNACKED = 60_000
+MAX_ACK_WAIT_S = 30.0  # a broker that acknowledges nothing for this long ends the generator's run
+
+
+class _BrokerStalled(Exception):
+    pass
 
 
 def now_us() -> int:
@@ -537,25 +542,32 @@ def generator_main(spec: LoadSpec, conn: Connection) -> None:
     """
     client, target, props = make_client(spec.mqtt_url, client_id=f"bench-load-{uuid.uuid4().hex[:8]}",
                                         max_inflight=spec.inflight)
-    acked = 0
     acks: deque[int] = deque()  # mids PUBACKed, from paho's network thread (deque: thread-safe appends)
     pending: dict[int, tuple[int, int]] = {}  # mid -> (sensor index, ts_us), owned by this thread
     unacked = array("q")  # readings given up on: never acknowledged, or their mid reused
     reused = 0
+    ack_wait_s = 0.0  # time spent waiting with MAX_UNACKED outstanding: the broker's back-pressure
 
     def on_publish(c: object, u: object, mid: int, rc: object, p: object) -> None:
-        nonlocal acked
-        acked += 1  # paho's network thread is the only writer
         acks.append(mid)
 
+    def drain() -> None:
+        """Take the acknowledged readings off ``pending``."""
+        while acks:
+            pending.pop(acks.popleft(), None)
+
     def settle() -> None:
-        """Take the acknowledged readings off ``pending``; while too many are outstanding, wait."""
-        while True:
-            while acks:
-                pending.pop(acks.popleft(), None)
-            if len(pending) < MAX_UNACKED:
-                return
+        """Drain; while too many are outstanding, wait (at most MAX_ACK_WAIT_S: then give up)."""
+        nonlocal ack_wait_s
+        started = time.monotonic()
+        drain()
+        while len(pending) >= MAX_UNACKED:
+            if time.monotonic() - started > MAX_ACK_WAIT_S:
+                ack_wait_s += time.monotonic() - started
+                raise _BrokerStalled
             time.sleep(0.001)
+            drain()
+        ack_wait_s += time.monotonic() - started
 
     client.on_publish = on_publish
     connect(client, target, props)
@@ -572,52 +584,59 @@ def generator_main(spec: LoadSpec, conn: Connection) -> None:
             time.sleep(0.001)
         t0 = time.monotonic()
         next_flush = t0 + KEY_FLUSH_S
-        while sent < total:
-            now = time.monotonic()
-            due = min(total, int(spec.rate * (now - t0)) + 1)
-            while sent < due:
-                idx = sent % n
-                lap = sent // n
-                ts_us = now_us()
-                payload = encode_payload(spec.sensors[idx], EPOCH + timedelta(microseconds=ts_us), seq0 + lap,
-                                         _load_values(spec.kinds[idx], idx, lap))
-                if len(pending) >= MAX_UNACKED or not sent % 1000:
-                    settle()
-                mid = client.publish(topics[idx], payload, qos=1).mid
-                if mid in pending:  # cannot happen while MAX_UNACKED < 65,535 and acks come in order
-                    reused += 1
-                    unacked.extend(pending[mid])
-                pending[mid] = (idx, ts_us)
-                keys.append(idx)
-                keys.append(ts_us)
-                sent += 1
-            if now >= next_flush:
-                conn.send_bytes(keys.tobytes())
-                keys = array("q")
-                next_flush = now + KEY_FLUSH_S
-            nxt = t0 + (int((time.monotonic() - t0) / TICK_S) + 1) * TICK_S
-            delay = nxt - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                late.append(-delay)
+        stalled = False
+        try:
+            while sent < total:
+                now = time.monotonic()
+                due = min(total, int(spec.rate * (now - t0)) + 1)
+                while sent < due:
+                    idx = sent % n
+                    lap = sent // n
+                    ts_us = now_us()
+                    payload = encode_payload(spec.sensors[idx], EPOCH + timedelta(microseconds=ts_us), seq0 + lap,
+                                             _load_values(spec.kinds[idx], idx, lap))
+                    if len(pending) >= MAX_UNACKED or not sent % 1000:
+                        settle()
+                    mid = client.publish(topics[idx], payload, qos=1).mid
+                    if mid in pending:  # cannot happen while MAX_UNACKED < 65,535 and acks come in order
+                        reused += 1
+                        unacked.extend(pending[mid])
+                    pending[mid] = (idx, ts_us)
+                    keys.append(idx)
+                    keys.append(ts_us)
+                    sent += 1
+                if now >= next_flush:
+                    conn.send_bytes(keys.tobytes())
+                    keys = array("q")
+                    next_flush = now + KEY_FLUSH_S
+                nxt = t0 + (int((time.monotonic() - t0) / TICK_S) + 1) * TICK_S
+                delay = nxt - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    late.append(-delay)
+        except _BrokerStalled:  # reported: the step fails on its unacknowledged readings
+            stalled = True
         spent = time.monotonic() - t0
         last_us = now_us()
         if keys:
             conn.send_bytes(keys.tobytes())
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            settle()
+            drain()
             if not pending:
                 break
             time.sleep(0.01)
-        settle()
+        drain()
         for key in pending.values():
             unacked.extend(key)
         conn.send_bytes(b"")  # end of keys
-        conn.send({"published": sent, "acked": acked, "seconds": spent, "last_publish_us": last_us,
+        # acked counted from the keys, not paho's callbacks: a late PUBACK after the list was made
+        # would otherwise count a reading as both acknowledged and not
+        conn.send({"published": sent, "acked": sent - len(unacked) // 2, "seconds": spent, "last_publish_us": last_us,
                    "ticks_late": len(late), "max_late_ms": round(max(late, default=0.0) * 1000, 1),
-                   "unacked": unacked.tobytes(), "mids_reused": reused})
+                   "unacked": unacked.tobytes(), "mids_reused": reused, "ack_wait_s": round(ack_wait_s, 2),
+                   "stalled": stalled})
     finally:
         client.loop_stop()
         client.disconnect()
@@ -633,6 +652,8 @@ class GenResult:
     ticks_late: int = 0
     max_late_ms: float = 0.0
     mids_reused: int = 0
+    ack_wait_s: float = 0.0
+    stalled: bool = False  # the broker acknowledged nothing for MAX_ACK_WAIT_S: publishing stopped
     #: Readings published without a PUBACK (sensor id, ts_us): the broker may or may not have them,
     #: so they are not counted as the pipeline's loss (see ``LoadGenerator.unacked_keys``).
     unacked: list[tuple[str, int]] = field(default_factory=list)
@@ -705,6 +726,8 @@ class LoadGenerator:
             ticks_late=sum(x.ticks_late for x in self.results),
             max_late_ms=max(x.max_late_ms for x in self.results),
             mids_reused=sum(x.mids_reused for x in self.results),
+            ack_wait_s=max(x.ack_wait_s for x in self.results),
+            stalled=any(x.stalled for x in self.results),
             unacked=[k for x in self.results for k in x.unacked],
         )
         return r
