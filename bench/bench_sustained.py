@@ -51,6 +51,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
+    END_ACK_WAIT_S,
     LOAD_KINDS,
     LOAD_SHAPE,
     RESULTS_DIR,
@@ -288,7 +289,7 @@ class Bench:
                     if self.probe.fire():
                         fired.append(self.probe.probes[self.probe.next - 1])
                     time.sleep(gap)
-            res = gen.wait(seconds + 60)
+            res = gen.wait(seconds + 60 + END_ACK_WAIT_S)
             tracker.forget(res.unacked)  # the pipeline is judged on what the broker acknowledged
             end = res.last_publish_us / 1e6
 
@@ -359,6 +360,9 @@ class Bench:
         out["reason"] = "; ".join(reasons) or "ok"
         if missing or not complete:
             out["settled_after_s"] = self._settle(like, expected)
+        if res.unacked:  # at least once: the broker may have taken a publish whose PUBACK never came
+            lost = {k: len(LOAD_SHAPE[self.pool.kind_of(k[0])]) for k in res.unacked}
+            out["unacked_rows_stored"] = sum(lost.values()) - self._missing(like, lost)
         return out
 
     def _settle(self, like: str, expected: dict[tuple[str, int], int], timeout_s: float = 300.0) -> float | None:

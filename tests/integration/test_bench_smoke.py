@@ -61,6 +61,7 @@ def test_quick_raw_and_sustained_benches(tmp_path: Path) -> None:
     step = sus["cadences"]["10s"]["steps"][0]
     assert step["offered_rate"] == 200 and step["sensors"] == 2000
     assert step["published"] == step["acked"] == 600
+    assert step["unacked_readings"] == 0 and step["mids_reused"] == 0 and step["generator_stalled"] is False
     assert step["missing_rows"] == 0, step  # counted row by row: the pipeline drops nothing
     assert step["row_latency_ms"]["n"] == 600  # --sample 1: every reading's arrival was seen
     assert PIPELINE_PROCS <= set(step["cpu_s_per_1k_readings"])
