@@ -563,15 +563,16 @@ def generator_main(spec: LoadSpec, conn: Connection) -> None:
     def settle() -> None:
         """Drain; while too many are outstanding, wait (at most MAX_ACK_WAIT_S: then give up)."""
         nonlocal ack_wait_s
-        started = time.monotonic()
         drain()
-        while len(pending) >= MAX_UNACKED:
-            if time.monotonic() - started > MAX_ACK_WAIT_S:
-                ack_wait_s += time.monotonic() - started
-                raise _BrokerStalled
-            time.sleep(0.001)
-            drain()
-        ack_wait_s += time.monotonic() - started
+        started = time.monotonic()
+        try:
+            while len(pending) >= MAX_UNACKED:
+                if time.monotonic() - started > MAX_ACK_WAIT_S:
+                    raise _BrokerStalled
+                time.sleep(0.001)
+                drain()
+        finally:
+            ack_wait_s += time.monotonic() - started
 
     client.on_publish = on_publish
     connect(client, target, props)
@@ -659,7 +660,7 @@ class GenResult:
     ack_wait_s: float = 0.0
     stalled: bool = False  # the broker acknowledged nothing for MAX_ACK_WAIT_S: publishing stopped
     #: Readings published without a PUBACK (sensor id, ts_us): the broker may or may not have them,
-    #: so they are not counted as the pipeline's loss (see ``LoadGenerator.unacked_keys``).
+    #: so they are not counted as the pipeline's loss (``ArrivalTracker.forget``).
     unacked: list[tuple[str, int]] = field(default_factory=list)
 
 
