@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         description="bridge: on a clean stop, leave the subscription and end the MQTT session (scale-down);"
         " by default the session survives so a restart loses nothing",
     )
+    bridge_retire_drain_s: float = Field(
+        300.0, gt=0, le=86400,
+        description="bridge, retiring: how long to forward what its session still holds before ending it;"
+        " past this the session is kept (nothing is lost) and the bridge says so",
+    )
     share_group: str = Field("ioc", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="MQTT shared-subscription group")
     registry_refresh_s: float = Field(
         10.0, gt=0, description="how often bridge and worker check the registry (reloaded only when it changed)"

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 #: With nothing open, the ticker still looks in this often (rate-limiter eviction, dead letters).
 IDLE_WAKE_S = 1.0
+# Leaving the session: drained once subscribed no more, all handled and acknowledged, and nothing has
+# come for this long. The broker sends what it queued as fast as our acknowledgements allow, so a
+# pause this long means the queue is empty; a broker busy saving a deep queue pauses < 1 s.
+LEAVE_QUIET_S = 2.0
 
 
 @dataclass
@@ -50,6 +54,7 @@ class BridgeStats:
     envelopes: int = 0
     acked: int = 0
     urgent: int = 0  # readings sent at once (a gauge at or above its first alarm level)
+    retired: bool = False  # the session was drained and ended (retiring only)
     by_reason: Counter[str] = field(default_factory=Counter)
 
 
@@ -332,7 +337,45 @@ class Bridge:
             raise ConfigError(f"topic {self.topics.readings} has {have} partitions but IOC_KAFKA_PARTITIONS is"
                               f" {want}: set it to {have}, or use a new IOC_TOPIC_PREFIX for {want} partitions")
 
-    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> BridgeStats:
+    def _check(self, tasks: list[asyncio.Task[None]]) -> None:
+        if self.mqtt.fatal:
+            raise CredentialsRefused(self.mqtt.fatal)
+        for t in [*tasks, *self._lane_tasks.values()]:  # a dead task would stall silently: fail loudly
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise IocError(f"bridge task {t.get_name()} died") from t.exception()
+
+    def _busy(self) -> bool:
+        return bool(self._holding() or not self._ready.empty() or self._lane_tasks)
+
+    async def _leave_session(self, tasks: list[asyncio.Task[None]]) -> bool:
+        """Leave the subscription and forward everything the session still holds.
+
+        Ending the session with messages still queued in it would lose them, so this returns True
+        only once it is drained (see ``LEAVE_QUIET_S``); False after ``bridge_retire_drain_s``.
+        """
+        self.mqtt.leave()
+        limit_s = self.settings.bridge_retire_drain_s
+        deadline = time.monotonic() + limit_s
+        seen, quiet_since = -1, time.monotonic()
+        while (now := time.monotonic()) < deadline:
+            self._check(tasks)
+            if not (self.mqtt.connected.is_set() and self.mqtt.left.is_set()) or self.mqtt.received != seen \
+                    or self._busy():
+                seen, quiet_since = self.mqtt.received, now
+            elif now - quiet_since >= LEAVE_QUIET_S:
+                log.info("bridge %s: session drained (%d messages received)", self.settings.bridge_id, seen)
+                return True
+            await asyncio.sleep(0.1)
+        log.error("bridge %s: the session was not drained within IOC_BRIDGE_RETIRE_DRAIN_S=%g s (%d messages"
+                  " forwarded); it is kept, so nothing queued in it is lost: run `ioc bridge --retire` with"
+                  " IOC_BRIDGE_ID=%s again", self.settings.bridge_id, limit_s, self.mqtt.received,
+                  self.settings.bridge_id)
+        return False
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None, *,
+                  retire_now: bool = False) -> BridgeStats:
+        """Forward until ``stop``; with ``retire_now``, only drain this bridge's session and end it
+        (a bridge gone for good: its session still holds its share of the readings)."""
         assert self.settings.kafka_url is not None
         await ensure_topics(self.settings.kafka_url, self.layout)
         self.producer = AIOKafkaProducer(
@@ -352,13 +395,11 @@ class Bridge:
         tasks = [mqtt_task, *(asyncio.create_task(c) for c in (
             self._sender(), self._ticker(), self._registry_refresher(), self._metrics_writer()
         ))]
+        retiring = retire_now or self.settings.bridge_retire_on_exit
+        retire = False  # end the session: only after a clean, complete drain
         try:
-            while not stop.is_set():
-                if self.mqtt.fatal:
-                    raise CredentialsRefused(self.mqtt.fatal)
-                for t in [*tasks, *self._lane_tasks.values()]:  # a dead task would stall silently: fail loudly
-                    if t.done() and not t.cancelled() and t.exception() is not None:
-                        raise IocError(f"bridge task {t.get_name()} died") from t.exception()
+            while not stop.is_set() and not retire_now:
+                self._check(tasks)
                 if ready is not None and self.mqtt.subscribed.is_set():
                     ready.set()
                 try:
@@ -366,20 +407,19 @@ class Bridge:
                 except TimeoutError:
                     pass
             # graceful: flush what we hold, then stop
-            if self.settings.bridge_retire_on_exit:
-                self.mqtt.unsubscribe()
-                await asyncio.sleep(0.5)  # messages already on the wire still arrive and are handled
+            drained = await self._leave_session(tasks) if retiring else False
             for batch in self.batcher.drain():
                 self._ready.put_nowait(batch)
             self.dead.extend(self.excess.drain())
             deadline = time.monotonic() + 10
-            while (not self._ready.empty() or self._lane_tasks or self.dead) and time.monotonic() < deadline:
+            while self._busy() and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+            retire = drained and not self._busy()
         finally:
             for t in [*tasks, *self._lane_tasks.values()]:
                 if t is not mqtt_task:
                     t.cancel()
-            await self.mqtt.stop(retire=self.settings.bridge_retire_on_exit and stop.is_set())
+            self.stats.retired = await self.mqtt.stop(retire=retire)
             mqtt_task.cancel()
             await self.producer.stop()
             self._register_pool.shutdown(wait=False)

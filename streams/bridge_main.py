@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 async def serve(
-    settings: Settings, stop: asyncio.Event | None = None, ready_file: Path | None = None
+    settings: Settings, stop: asyncio.Event | None = None, ready_file: Path | None = None, *, retire: bool = False
 ) -> BridgeStats:
     settings.require("mqtt_url", "kafka_url", "database_url")
     assert settings.database_url is not None
@@ -57,7 +57,7 @@ async def serve(
 
     announcer = asyncio.create_task(announce())
     try:
-        stats = await bridge.run(stop, ready)
+        stats = await bridge.run(stop, ready, retire_now=retire)
     finally:
         announcer.cancel()
         db.close()

@@ -89,6 +89,10 @@ class MqttLoop:
         # threading.Event: read by callers that poll from other threads (bench, tests) as well.
         self.connected = threading.Event()
         self.subscribed = threading.Event()
+        # Leaving (retire): the subscription is dropped on this and every later connection, and
+        # ``left`` is set by the broker's UNSUBACK; what the session still holds keeps coming.
+        self.leaving = False
+        self.left = threading.Event()
         self.fatal: str | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,6 +105,7 @@ class MqttLoop:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        self.client.on_unsubscribe = lambda c, u, mid, rcs, p: self.left.set()
         self.client.on_socket_open = self._on_socket_open
         self.client.on_socket_close = self._on_socket_close
         self.client.on_socket_register_write = self._on_register_write
@@ -118,14 +123,20 @@ class MqttLoop:
             return
         self.generation += 1
         self._backoff.reset()
+        present = getattr(flags, "session_present", "?")
+        if self.leaving:  # the session's stored subscription would go on routing readings to it
+            self.left.clear()
+            client.unsubscribe(self.topic)
+            self.connected.set()
+            log.info("MQTT connected to %s (session present=%s), leaving %s", mask_url(self.url), present, self.topic)
+            return
         # Subscribe on every connect: a broker that lost the session must not leave us deaf.
         subs = [(self.topic, 1)]
         if self.on_broker_stat is not None:
             subs.append((SYS_DROPPED, 0))
         client.subscribe(subs)
         self.connected.set()
-        log.info("MQTT connected to %s (session present=%s), subscribed %s", mask_url(self.url),
-                 getattr(flags, "session_present", "?"), self.topic)
+        log.info("MQTT connected to %s (session present=%s), subscribed %s", mask_url(self.url), present, self.topic)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
         self.connected.clear()
@@ -238,8 +249,12 @@ class MqttLoop:
             self.client.ack(mid, 1)
         return len(mids)
 
-    def unsubscribe(self) -> None:
-        """Leave the (shared) subscription so the broker stops routing messages to this session."""
+    def leave(self) -> None:
+        """Leave the (shared) subscription so the broker stops routing messages to this session;
+        the messages it already queued for the session are still delivered (see ``left``)."""
+        self.leaving = True
+        self.left.clear()
+        self.subscribed.clear()
         if self.connected.is_set():
             self.client.unsubscribe(self.topic)
 
@@ -277,14 +292,16 @@ class MqttLoop:
                 return
             await asyncio.sleep(MISC_EVERY_S)
 
-    async def stop(self, retire: bool = False) -> None:
-        """Send pending acks and disconnect; ``retire`` also ends the persistent session.
+    async def stop(self, retire: bool = False) -> bool:
+        """Send pending acks and disconnect; ``retire`` also ends the persistent session (returns
+        whether that DISCONNECT left).
 
         Without ``retire`` the session outlives the process, so a restart resumes it and nothing
         queued meanwhile is lost. A retired bridge (scale-down) must end it: otherwise the broker
         keeps giving its share of a shared subscription to a session nobody will resume.
         """
         self._stopping = True
+        ended = False
         if self.connected.is_set():
             try:
                 props = None
@@ -294,12 +311,14 @@ class MqttLoop:
                 self.client.disconnect(properties=props)
                 for _ in range(20):  # let the acks and the DISCONNECT leave
                     if not self.client.want_write():
+                        ended = retire
                         break
                     await asyncio.sleep(0.05)
             except Exception:
                 log.exception("MQTT disconnect failed")
         self._connection_lost()
         self._detach()
+        return ended
 
 
 def _cork(sock: object, on: bool) -> None:

@@ -89,4 +89,4 @@ def pipeline(stack: StackState, pg_url: str, tmp_path_factory: pytest.TempPathFa
         p.warm_up()
         yield p.env
     finally:
-        p.procs.stop_all()
+        p.stop()

@@ -6,7 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,33 @@ def publish(mqtt_url: str, messages: Iterable[tuple[str, bytes]], timeout_s: flo
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def mqtt_session(mqtt_url: str, client_id: str, *, end: bool = False, timeout_s: float = 10.0) -> bool:
+    """Whether the broker holds a persistent session for ``client_id``; ``end`` ends it as well.
+
+    Resumes the session for a moment (clean_start false), so the broker's CONNACK says whether one
+    was present, and leaves with session expiry 0 (``end``) or the session's own expiry restored.
+    A test's bridge left behind would otherwise queue every later reading of the session's broker
+    for a day, and Mosquitto saves its whole queue every ``autosave_interval``.
+    """
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client, target, props = make_client(mqtt_url, client_id=client_id, clean_start=False, session_expiry_s=60,
+                                         manual_ack=True)  # what it holds is not taken
+    present: list[bool] = []
+    client.on_connect = lambda _c, _u, flags, rc, _p: present.append(bool(flags.session_present))
+    connect(client, target, props)
+    deadline = time.monotonic() + timeout_s
+    while not present and time.monotonic() < deadline:
+        client.loop(0.05)
+    assert present, f"no CONNACK for {client_id} within {timeout_s:.0f} s"
+    leave = Properties(PacketTypes.DISCONNECT)
+    leave.SessionExpiryInterval = 0 if end or not present[0] else 86400
+    client.disconnect(properties=leave)
+    client.loop(0.05)
+    return present[0]
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25) -> Any:
@@ -104,15 +131,26 @@ class Pipeline:
     procs: ChildProcesses
     workers: int
     bridges: int
+    bridge_ids: set[str] = field(default_factory=set)
+
+    def stop(self) -> None:
+        """Stop every process, then end the sessions its bridges leave on the (shared) broker."""
+        self.procs.stop_all()
+        for cid in sorted(self.bridge_ids):
+            mqtt_session(self.env["IOC_MQTT_URL"], cid, end=True)
 
     def start_worker(self, i: int) -> None:
         self.procs.start(f"worker{i}", "worker")
 
+    def bridge_id(self, i: int) -> str:
+        return f"{self.env['IOC_BRIDGE_ID']}-{i}"
+
     def start_bridge(self, i: int, **extra_env: str) -> None:
         ready = self.logdir / f"bridge{i}.ready"
         ready.unlink(missing_ok=True)
+        self.bridge_ids.add(self.bridge_id(i))
         self.procs.start(f"bridge{i}", "bridge", "--ready-file", str(ready),
-                         extra_env={"IOC_BRIDGE_ID": f"{self.env['IOC_BRIDGE_ID']}-{i}", **extra_env})
+                         extra_env={"IOC_BRIDGE_ID": self.bridge_id(i), **extra_env})
         wait_for(lambda: ready.exists() or not self.procs.alive(f"bridge{i}"), 60, f"bridge{i} subscription")
         assert self.procs.alive(f"bridge{i}"), self.procs.log(f"bridge{i}")
 

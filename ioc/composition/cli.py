@@ -117,11 +117,16 @@ def db_migrate(seed: bool) -> None:
 @cli.command()
 @option("--ready-file", type=click.Path(path_type=Path), default=None,
         help="Write this file once subscribed (for supervisors).")
-def bridge(ready_file: Path | None) -> None:
+@click.option("--retire", is_flag=True, default=False,
+              help="Resume the session of IOC_BRIDGE_ID, forward what it still holds, then end it and exit"
+                   " (a bridge gone for good keeps receiving its share of a shared subscription).")
+def bridge(ready_file: Path | None, retire: bool) -> None:
     """Run the MQTT→Kafka bridge (QoS 1, acks after Kafka, shared subscription)."""
     from streams.bridge_main import serve
 
-    asyncio.run(serve(_settings(), ready_file=ready_file))
+    stats = asyncio.run(serve(_settings(), ready_file=ready_file, retire=retire))
+    if retire and not stats.retired:
+        raise IocError("the session was not drained within IOC_BRIDGE_RETIRE_DRAIN_S: it is kept; run again")
 
 
 @cli.command()

@@ -168,6 +168,7 @@ def run_e2e(name: str, *, seconds: float = 120.0, seed: int | None = None,
         env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")} | urls | {
             "IOC_DATABASE_URL": db, "IOC_TOPIC_PREFIX": f"score-{tag}", "IOC_APP_ID": f"score-worker-{tag}",
             "IOC_BRIDGE_ID": f"score-bridge-{tag}", "IOC_SHARE_GROUP": f"s{tag}",
+            "IOC_BRIDGE_RETIRE_ON_EXIT": "true",  # a run must not leave a session that queues every reading
             "IOC_SILENCE_CHECK_S": str(TICK_S), "IOC_DATA_DIR": str(settings.data_dir),
             # the rebase is aligned to a week (hour-of-week baselines decide as in-process), so
             # readings can be up to a week plus the scenario older than now

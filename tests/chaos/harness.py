@@ -365,7 +365,7 @@ class ChaosRun:
             if proc.poll() is None and name.startswith("worker"):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGCONT)
-        self.p.procs.stop_all()
+        self.p.stop()
         self.ops.stop()
         self.receiver.down()
 

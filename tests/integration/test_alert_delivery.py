@@ -91,5 +91,5 @@ def test_a_killed_worker_and_a_channel_down_for_60_s_lose_no_notification(stack:
     finally:
         client.loop_stop()
         client.disconnect()
-        p.procs.stop_all()
+        p.stop()
         receiver.down()

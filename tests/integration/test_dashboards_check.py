@@ -78,7 +78,7 @@ def populated(stack: StackState, plain_pg: str, tmp_path_factory: pytest.TempPat
         wait_for(lambda: scalar(db, "SELECT count(*) FROM pipeline_metrics WHERE metric = 'readings_per_s'"), 30,
                  "sink metrics")
     finally:
-        p.procs.stop_all()
+        p.stop()
     print(f"\npopulated {last} readings through the pipeline in {time.monotonic() - t0:.1f} s")
     yield db
 

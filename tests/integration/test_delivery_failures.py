@@ -21,6 +21,7 @@ from tests.conftest import fresh_db
 from tests.support import (
     Pipeline,
     SteadyPublisher,
+    mqtt_session,
     reading_msgs,
     register_sensors,
     scalar,
@@ -51,7 +52,7 @@ def fpipe(own_stack: StackState, tmp_path_factory: pytest.TempPathFactory) -> It
         p.warm_up()
         yield p
     finally:
-        p.procs.stop_all()
+        p.stop()
 
 
 def _sensors(n: int) -> tuple[list[str], str]:
@@ -137,7 +138,7 @@ def test_two_bridges_and_two_workers_give_the_same_exact_result(
             ).fetchall())
         assert len(per_bridge) == 2 and all(v > 0 for v in per_bridge.values()), per_bridge
     finally:
-        p.procs.stop_all()
+        p.stop()
 
 
 def test_shared_subscription_is_not_restored_after_a_broker_restart(tmp_path: Path) -> None:
@@ -200,4 +201,48 @@ def test_a_retired_bridge_leaves_the_shared_subscription(own_stack: StackState, 
         assert pub.finish() == n
         _assert_exactly(p, like, n, timeout_s=60)
     finally:
-        p.procs.stop_all()
+        p.stop()
+
+
+def _retire(p: Pipeline, i: int, name: str, timeout_s: float = 120, **extra_env: str) -> tuple[int, str]:
+    """`ioc bridge --retire` for bridge ``i``'s id; returns its exit code and log."""
+    proc = p.procs.start(name, "bridge", "--retire", extra_env={"IOC_BRIDGE_ID": p.bridge_id(i), **extra_env})
+    code = proc.wait(timeout_s)
+    return code, p.procs.log(name, 60)
+
+
+def test_retire_forwards_what_a_lost_bridges_session_holds_then_ends_it(own_stack: StackState, tmp_path: Path) -> None:
+    """A bridge gone for good (SIGKILL: no clean stop) keeps its persistent session, and the broker
+    goes on routing its share of the shared subscription into it. `ioc bridge --retire` with its id
+    must forward every reading the session holds, then end it: afterwards the other bridge gets all.
+
+    A drain limit too short to see the session empty must keep the session (exit 2), not end it
+    with readings still queued in it."""
+    db = fresh_db(own_stack.urls["IOC_DATABASE_URL"])
+    p = start_pipeline(own_stack.urls, db, tmp_path, workers=1, bridges=2)
+    url = own_stack.urls["IOC_MQTT_URL"]
+    try:
+        p.warm_up()
+        p.procs.kill("bridge0", signal.SIGKILL)
+        pub, n, like = _stream(p, 20, 500, duration_s=3)  # 10k readings, about half queued for bridge0
+        assert pub.finish() == n
+        wait_for(lambda: _count(p, like) > 0, 60, "bridge1 forwarding its share")
+        time.sleep(3)
+        stored = _count(p, like)
+        assert 0 < stored < n, f"{stored} of {n}: the dead session should hold part of the readings"
+
+        slow = {"IOC_ENVELOPE_MAX_READINGS": "1"}  # one reading per envelope: a drain of seconds
+        code, log = _retire(p, 0, "retire-short", IOC_BRIDGE_RETIRE_DRAIN_S="0.5", **slow)
+        assert code == 2 and "not drained" in log, log
+        assert mqtt_session(url, p.bridge_id(0)), "a session not seen empty was ended"
+
+        code, log = _retire(p, 0, "retire", **slow)
+        assert code == 0, log
+        _assert_exactly(p, like, n, timeout_s=90)
+        assert not mqtt_session(url, p.bridge_id(0)), "the retired session is still there"
+
+        pub, n2, like2 = _stream(p, 10, 50, duration_s=1)  # all of it now goes to bridge1
+        assert pub.finish() == n2
+        _assert_exactly(p, like2, n2, timeout_s=60)
+    finally:
+        p.stop()

@@ -35,7 +35,7 @@ def test_auto_registration_never_blocks_the_event_loop(mqtt_url: str, kafka_url:
     tag = uuid.uuid4().hex[:8]
     sensors = [f"AUTO_{tag}_{i}" for i in range(6)]
     settings = Settings(
-        mqtt_url=mqtt_url, kafka_url=kafka_url, topic_prefix=f"ioc-auto-{tag}", bridge_id=f"auto-{tag}",
+        mqtt_url=mqtt_url, kafka_url=kafka_url, topic_prefix=f"ioc-auto-{tag}", bridge_id=f"auto-{tag}", bridge_retire_on_exit=True,
         share_group=f"auto{tag}", auto_register=True, kafka_partitions=2,
     )
     calls: list[tuple[str, int]] = []

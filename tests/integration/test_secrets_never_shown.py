@@ -162,7 +162,7 @@ def _scenarios(stack, leaky_url: str) -> dict[str, dict[str, str]]:  # type: ign
         "IOC_WEBHOOK_URLS": f"http://127.0.0.1:{free_port()}/services/{WEBHOOK_TOKEN}",
         "IOC_WEBHOOK_SECRET": WEBHOOK_SECRET, "IOC_TOPIC_PREFIX": f"leak-{uuid.uuid4().hex[:6]}",
         "IOC_APP_ID": f"leak-{uuid.uuid4().hex[:6]}", "IOC_BRIDGE_ID": f"leak-{uuid.uuid4().hex[:6]}",
-        "IOC_SHARE_GROUP": f"leak{uuid.uuid4().hex[:6]}",
+        "IOC_SHARE_GROUP": f"leak{uuid.uuid4().hex[:6]}", "IOC_BRIDGE_RETIRE_ON_EXIT": "true",
     }
     enc, wrong = quote(PASSWORD, safe=""), quote(WRONG_PASSWORD, safe="")
     return {

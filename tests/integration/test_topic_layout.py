@@ -86,7 +86,7 @@ def test_letters_on_every_partition_of_a_dead_letter_topic_created_larger_are_st
         used = [n for n in asyncio.run(_end_offsets(stack.urls["IOC_KAFKA_URL"], deadletter, 4)) if n > 0]
         assert len(used) >= 2, "the letters did not reach more than one partition"
     finally:
-        p.procs.stop_all()
+        p.stop()
 
 
 def test_a_bridge_refuses_a_readings_topic_made_with_another_partition_count(kafka_url: str, mqtt_url: str) -> None:
@@ -98,7 +98,7 @@ def test_a_bridge_refuses_a_readings_topic_made_with_another_partition_count(kaf
 
     def settings(partitions: int) -> Settings:
         return Settings(mqtt_url=mqtt_url, kafka_url=kafka_url, topic_prefix=names.prefix, bridge_id=f"parts-{tag}",
-                        share_group=f"parts{tag}", kafka_partitions=partitions)
+                        share_group=f"parts{tag}", kafka_partitions=partitions, bridge_retire_on_exit=True)
 
     async def start(partitions: int) -> None:
         bridge = Bridge(settings(partitions), {})

@@ -128,7 +128,7 @@ def gauges_pipeline(stack: StackState, tmp_path: Path) -> Iterator[Pipeline]:
         p.warm_up()
         yield p
     finally:
-        p.procs.stop_all()
+        p.stop()
 
 
 @pytest.mark.parametrize(("kill_at", "restart_after_s"), [
@@ -164,7 +164,7 @@ def test_a_second_worker_takes_over_from_one_that_never_comes_back(stack: StackS
         assert pub.finish() == len(msgs)
         _assert_exact(p, expected, bad)
     finally:
-        p.procs.stop_all()
+        p.stop()
 
 
 def _committed(kafka_url: str, group: str, topic: str) -> dict[int, int]:
@@ -245,4 +245,4 @@ def test_offsets_committed_past_unwritten_data_are_fetched_again(stack: StackSta
         lost = scalar(db, "SELECT max(value) FROM pipeline_metrics WHERE stage = 'sink' AND metric = 'offsets_lost_total'")
         assert lost == 0
     finally:
-        p.procs.stop_all()
+        p.stop()
