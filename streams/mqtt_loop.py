@@ -37,6 +37,8 @@ FATAL_CONNACK = {"Bad user name or password", "Not authorized", "Client identifi
 # and other work (Kafka acknowledgements, timers) still gets its turn.
 READ_BURST = 64
 MISC_EVERY_S = 1.0  # paho's keepalive bookkeeping (PINGREQ, a silent broker noticed)
+#: A retiring bridge gives up after losing its connection this often (see ``MqttLoop._on_disconnect``).
+LEAVE_MAX_LOSSES = 3
 
 
 class CredentialsRefused(IocError):
@@ -93,6 +95,7 @@ class MqttLoop:
         # ``left`` is set by the broker's UNSUBACK; what the session still holds keeps coming.
         self.leaving = False
         self.left = threading.Event()
+        self.losses_leaving = 0
         self.fatal: str | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,6 +142,13 @@ class MqttLoop:
         log.info("MQTT connected to %s (session present=%s), subscribed %s", mask_url(self.url), present, self.topic)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
+        if self.leaving:
+            # Another live client with this id (`ioc bridge --retire` run for a bridge still running)
+            # evicts us on every connection, and we it; paho reports that only as an unspecified
+            # error. A retire gives up after a few losses: the session is kept, nothing is lost.
+            self.losses_leaving += 1
+            if self.losses_leaving >= LEAVE_MAX_LOSSES:
+                self._stopping = True
         self.connected.clear()
         self.subscribed.clear()
         self.generation += 1  # acks for messages of the old connection are void

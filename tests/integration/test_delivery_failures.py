@@ -246,3 +246,22 @@ def test_retire_forwards_what_a_lost_bridges_session_holds_then_ends_it(own_stac
         _assert_exactly(p, like2, n2, timeout_s=60)
     finally:
         p.stop()
+
+
+def test_retire_refuses_to_fight_a_bridge_that_is_still_running(own_stack: StackState, tmp_path: Path) -> None:
+    """`ioc bridge --retire` run with the id of a live bridge: each connection evicts the other
+    (MQTT session take-over), so the retire must give up with a clear error instead of taking the
+    session back for ever, and the live bridge must go on forwarding."""
+    db = fresh_db(own_stack.urls["IOC_DATABASE_URL"])
+    p = start_pipeline(own_stack.urls, db, tmp_path, workers=1, bridges=1)
+    try:
+        p.warm_up()
+        code, log = _retire(p, 0, "retire-live", timeout_s=60)
+        assert code == 2 and "still running" in log and "session is kept" in log, log
+        assert p.procs.alive("bridge0"), p.procs.log("bridge0")
+        time.sleep(3)  # the live bridge has reconnected and subscribed again
+        pub, n, like = _stream(p, 10, 50, duration_s=1)
+        assert pub.finish() == n
+        _assert_exactly(p, like, n, timeout_s=60)
+    finally:
+        p.stop()
