@@ -45,7 +45,8 @@ def mqtt_session(mqtt_url: str, client_id: str, *, end: bool = False, timeout_s:
     """Whether the broker holds a persistent session for ``client_id``; ``end`` ends it as well.
 
     Resumes the session for a moment (clean_start false), so the broker's CONNACK says whether one
-    was present, and leaves with session expiry 0 (``end``) or the session's own expiry restored.
+    was present, and leaves with session expiry 0 (``end``, or no session was there) or one day
+    (the bridges' own expiry).
     A test's bridge left behind would otherwise queue every later reading of the session's broker
     for a day, and Mosquitto saves its whole queue every ``autosave_interval``.
     """
