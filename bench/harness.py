@@ -270,7 +270,7 @@ class CpuWindow:
 # -- the local stack and the pipeline ------------------------------------------------------------------
 
 
-def _exit_on_sigterm() -> None:
+def exit_on_sigterm() -> None:
     """A bench stopped by SIGTERM (``kill``, a CI or shell timeout) unwinds as Ctrl-C does, so the
     stack and the pipeline processes it started are torn down instead of left running."""
     if threading.current_thread() is threading.main_thread():
@@ -287,7 +287,7 @@ class BenchStack:
         self.service_pids: dict[str, int] = {}
 
     def __enter__(self) -> BenchStack:
-        _exit_on_sigterm()
+        exit_on_sigterm()
         try:
             state = local_stack.up(self.base / "stack", environ={})  # ignore any IOC_* URLs of the caller
         except BaseException:

@@ -31,7 +31,7 @@ from streams.broker_drops import SYS_DROPPED, BrokerDrops
 from streams.envelope_batcher import Batch, EnvelopeBatcher, take_merged
 from streams.kafka_admin import TopicKeeper, ensure_topics
 from streams.kafka_retry import SendRetry
-from streams.mqtt_loop import LEAVE_MAX_LOSSES, AckToken, CredentialsRefused, MqttLoop
+from streams.mqtt_loop import AckToken, CredentialsRefused, MqttLoop
 from streams.pipeline_stats import StageStats
 from streams.sensor_rate_limit import RATE_WINDOW_MAX, RATE_WINDOW_S, ExcessAggregator, SensorRateLimiter
 from streams.topics import TopicNames, bootstrap_servers, partition_for
@@ -340,10 +340,8 @@ class Bridge:
     def _check(self, tasks: list[asyncio.Task[None]]) -> None:
         if self.mqtt.fatal:
             raise CredentialsRefused(self.mqtt.fatal)
-        if self.mqtt.losses_leaving >= LEAVE_MAX_LOSSES:
-            raise IocError(f"the MQTT connection was lost {self.mqtt.losses_leaving} times while retiring session"
-                           f" {self.settings.bridge_id!r}: is that bridge still running (each evicts the other)? Stop"
-                           " it first, or retire it with IOC_BRIDGE_RETIRE_ON_EXIT=true; the session is kept")
+        if self.mqtt.leave_failed:
+            raise IocError(self.mqtt.leave_failed)
         for t in [*tasks, *self._lane_tasks.values()]:  # a dead task would stall silently: fail loudly
             if t.done() and not t.cancelled() and t.exception() is not None:
                 raise IocError(f"bridge task {t.get_name()} died") from t.exception()

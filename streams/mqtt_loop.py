@@ -69,6 +69,7 @@ class MqttLoop:
     ) -> None:
         assert settings.mqtt_url is not None
         self.url = settings.mqtt_url
+        self.client_id = settings.bridge_id
         self.topic = (
             f"$share/{settings.share_group}/{SUBSCRIPTION}" if settings.mqtt_shared_subscription else SUBSCRIPTION
         )
@@ -97,6 +98,8 @@ class MqttLoop:
         self.left = threading.Event()
         self.losses_leaving = 0
         self.fatal: str | None = None
+        # Why a retire gave up (set once, by ``_on_disconnect``): the bridge stops with it.
+        self.leave_failed: str | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None  # the socket being watched, by number: paho closes the object itself
@@ -147,8 +150,12 @@ class MqttLoop:
             # evicts us on every connection, and we it; paho reports that only as an unspecified
             # error. A retire gives up after a few losses: the session is kept, nothing is lost.
             self.losses_leaving += 1
-            if self.losses_leaving >= LEAVE_MAX_LOSSES:
+            if self.losses_leaving >= LEAVE_MAX_LOSSES and self.leave_failed is None:
                 self._stopping = True
+                self.leave_failed = (
+                    f"the MQTT connection was lost {self.losses_leaving} times while retiring session"
+                    f" {self.client_id!r}: is that bridge still running (each evicts the other)? Stop it first,"
+                    " or retire it with IOC_BRIDGE_RETIRE_ON_EXIT=true; the session is kept")
         self.connected.clear()
         self.subscribed.clear()
         self.generation += 1  # acks for messages of the old connection are void
@@ -311,6 +318,16 @@ class MqttLoop:
         keeps giving its share of a shared subscription to a session nobody will resume.
         """
         self._stopping = True
+        if retire and self.connected.is_set():
+            # What the broker sent last, read before the session is ended: a take-over by another
+            # client with this id (after which a DISCONNECT of ours would end nothing, and would
+            # still be written without error), or a message that came after the drain was declared.
+            before = self.received
+            self._readable()
+            if self.received != before:
+                log.warning("MQTT: %d message(s) arrived as session %r was being ended; it is kept",
+                            self.received - before, self.client_id)
+                retire = False
         ended = False
         if self.connected.is_set():
             try:
@@ -320,7 +337,7 @@ class MqttLoop:
                     props.SessionExpiryInterval = 0
                 self.client.disconnect(properties=props)
                 for _ in range(20):  # let the acks and the DISCONNECT leave
-                    if not self.client.want_write():
+                    if not self.client.want_write():  # a failed write puts its packet back
                         ended = retire
                         break
                     await asyncio.sleep(0.05)

@@ -126,7 +126,9 @@ def bridge(ready_file: Path | None, retire: bool) -> None:
 
     stats = asyncio.run(serve(_settings(), ready_file=ready_file, retire=retire))
     if retire and not stats.retired:
-        raise IocError("the session was not drained within IOC_BRIDGE_RETIRE_DRAIN_S: it is kept; run again")
+        raise IocError("the session was not drained and ended (IOC_BRIDGE_RETIRE_DRAIN_S passed, or a message or"
+                       " another client with this id came at the last moment: see the log above); it is kept, so"
+                       " nothing queued in it is lost: run again")
 
 
 @cli.command()
