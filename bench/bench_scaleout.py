@@ -16,7 +16,7 @@ the rebalance after the second worker joins take 10-30 s each). Then the load of
 sensors) for ``--hold`` seconds, and per configuration:
 
 - zero loss counted row by row (every (sensor, ts, metric) published is in ``readings``);
-- sensor → row visible latency, p50 / p99 (a 100 ms poll; 1 in ``--sample`` readings);
+- sensor → row visible latency, p50 / p99 (a 20 ms poll; 1 in ``--sample`` readings);
 - CPU-seconds per 1k readings per process tree, summed over the workers, over the bridges and over
   the whole pipeline (workers, bridges, Tansu, PostgreSQL, Mosquitto), from the first publish until
   the last row is visible; readings each worker stored and each bridge received (``pipeline_metrics``);

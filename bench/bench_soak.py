@@ -20,7 +20,7 @@ Measured:
   10 MB, or below 5 % of the line's value at the start of that window (``flat`` in the JSON; judged
   on RSS and, separately, on PSS). Start (first sample), end (last sample under load) and peak are
   reported too.
-- Sensor → row visible latency p50 / p99 over the whole soak (a 100 ms poll of ``readings``, 1 in
+- Sensor → row visible latency p50 / p99 over the whole soak (a 20 ms poll of ``readings``, 1 in
   ``--sample`` readings), and the worker's own sensor → committed p99 per minute from
   ``pipeline_metrics`` (drift shows there).
 - Zero loss, counted row by row at the end: every (sensor, ts, metric) published is in ``readings``.

@@ -154,6 +154,9 @@ class ProcWatch:
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self.roots: dict[str, int] = {}
+        # Processes counted under a name although they sit in another tree: the bench's own
+        # database connection is a PostgreSQL backend, and its polls are the bench's work.
+        self.extra: dict[str, set[int]] = {}
         self.interval_s = interval_s
         self.peak: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -163,6 +166,15 @@ class ProcWatch:
     def add(self, name: str, pid: int) -> None:
         with self._lock:
             self.roots[name] = pid
+
+    def also(self, name: str, pid: int) -> None:
+        """Count process ``pid`` (not its children) under ``name``, and not in the tree it sits in."""
+        with self._lock:
+            self.extra.setdefault(name, set()).add(pid)
+
+    def drop(self, name: str, pid: int) -> None:
+        with self._lock:
+            self.extra.get(name, set()).discard(pid)
 
     def start(self) -> ProcWatch:
         self._thread.start()
@@ -186,13 +198,19 @@ class ProcWatch:
         poller), or a ratio against it measures the pipeline twice."""
         with self._lock:
             roots = dict(self.roots)
+            extra = {name: set(ps) for name, ps in self.extra.items()}
         trees = {name: self._tree(pid) for name, pid in roots.items()}
         pids = {name: {p.pid for p in tree} for name, tree in trees.items()}
+        claimed = set().union(*extra.values()) if extra else set()
         out: dict[str, list[psutil.Process]] = {}
         for name, tree in trees.items():
             nested = [pids[n] for n, pid in roots.items() if pid != roots[name] and pid in pids[name]]
-            skip = set().union(*nested)
+            skip = set().union(claimed, *nested)
             out[name] = [p for p in tree if p.pid not in skip]
+        for name, extra_pids in extra.items():
+            for pid in extra_pids:
+                with contextlib.suppress(psutil.Error):
+                    out.setdefault(name, []).append(psutil.Process(pid))
         return out
 
     def cpu(self) -> dict[str, float]:
@@ -780,6 +798,10 @@ class ArrivalTracker(threading.Thread):
         self.lags: list[tuple[float, float]] = []  # (wall time, lag s)
         self.error: BaseException | None = None
         self._stop_event = threading.Event()
+        #: this tracker's PostgreSQL backend, once connected: its polls are the bench's CPU, not the
+        #: pipeline's (``ProcWatch.also``); None if it never connected
+        self.backend_pid: int | None = None
+        self.connected = threading.Event()
 
     def add(self, sensor_ids: list[str], ts_us: list[int]) -> None:
         with self.lock:
@@ -805,6 +827,8 @@ class ArrivalTracker(threading.Thread):
     def run(self) -> None:
         try:
             with psycopg.connect(self.db, autocommit=True, connect_timeout=5) as conn:
+                self.backend_pid = conn.info.backend_pid
+                self.connected.set()
                 next_at = time.monotonic()
                 while not self._stop_event.is_set():
                     with self.lock:
@@ -835,6 +859,8 @@ class ArrivalTracker(threading.Thread):
                         next_at = time.monotonic()
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
             self.error = e
+        finally:
+            self.connected.set()  # a tracker that failed to connect must not keep its caller waiting
 
     def latencies_ms(self) -> list[float]:
         with self.lock:
@@ -880,7 +906,7 @@ def add_load_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--drain-bound", type=float, default=2.0,
                     help="the load passes only if every reading is visible this long after the last publish")
     ap.add_argument("--drain-timeout", type=float, default=60.0, help="how long to wait for a backlog before counting rows")
-    ap.add_argument("--poll-ms", type=float, default=100.0, help="arrival poll interval (the latency resolution)")
+    ap.add_argument("--poll-ms", type=float, default=20.0, help="arrival poll interval (the latency resolution)")
     ap.add_argument("--sample", type=int, default=10,
                     help="latency is tracked on readings whose ts in µs is divisible by this (1 = all)")
     ap.set_defaults(budget=float("inf"))  # Bench's search budget; run_load does not use it

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path(".ioc"), description="where the stack, recordings and models live")
     envelope_max_readings: int = Field(500, ge=1, le=100_000, description="bridge: readings per envelope")
-    envelope_max_ms: int = Field(50, ge=1, le=60_000, description="bridge: max envelope age in ms")
+    envelope_max_ms: int = Field(75, ge=1, le=60_000, description="bridge: max envelope age in ms")
     max_payload_bytes: int = Field(4096, ge=64, le=1_048_576, description="MQTT payload size limit")
     max_future_s: float = Field(300.0, ge=0, description="reject readings further in the future")
     late_bound_s: float = Field(

@@ -33,22 +33,25 @@ def _harness() -> ModuleType:
     return harness
 
 
-def _used_while_a_child_burns(watch_child: bool) -> dict[str, float]:
+def _used_while_a_child_burns(watch_child: bool, child_counts_for: str | None = None,
+                              parent: str = "bench") -> dict[str, float]:
     """CPU-seconds per watched name while a child of this process burns BURN_S."""
     harness = _harness()
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdin is not None and child.stdout is not None
     try:
         watch = harness.ProcWatch()
-        watch.add("bench", os.getpid())
+        watch.add(parent, os.getpid())
         if watch_child:
             watch.add("worker", child.pid)
+        if child_counts_for is not None:
+            watch.also(child_counts_for, child.pid)
         before = watch.cpu()
         child.stdin.write("go\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "burnt"
         after = watch.cpu()
-        assert watch.rss_mb()["bench"] > 0
+        assert watch.rss_mb()[parent] > 0
         return {k: after[k] - before[k] for k in after}
     finally:
         child.kill()
@@ -65,3 +68,10 @@ def test_a_watched_child_is_not_counted_again_in_its_watched_parent() -> None:
 def test_an_unwatched_child_still_counts_for_its_parent() -> None:
     used = _used_while_a_child_burns(watch_child=False)
     assert used["bench"] >= BURN_S * 0.9  # a load generator the bench forked is the bench's own work
+
+
+def test_a_process_counted_for_another_name_leaves_the_tree_it_sits_in() -> None:
+    """The bench's poller is a PostgreSQL backend, a child of the postmaster: its CPU is the bench's."""
+    used = _used_while_a_child_burns(watch_child=False, child_counts_for="bench", parent="postgres")
+    assert used["bench"] >= BURN_S * 0.9
+    assert used["postgres"] < BURN_S / 3, used
