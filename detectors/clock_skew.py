@@ -12,6 +12,11 @@ Two estimates, in one detector because they answer one question:
   ``interval_s`` apart. A jump of the timestamp that the sequence does not explain is a clock step;
   the steps add up to the offset from where the clock was when the detector started. A sequence
   restart (device reboot) re-anchors and forgets the offset, as a reboot re-synchronises the clock.
+  The registry's interval can be wrong (a 10 Hz sensor, or one registered without an interval and
+  taken as 60 s): every step would then look like a clock step, and every such sensor raise a
+  fault. So nothing is judged before ``CADENCE_LEARN`` steps are seen, and once the sensor's recent
+  steps (``_typical``) disagree with the registry, they are the cadence (and what was summed
+  against the wrong one is dropped). A single clock step does not move them.
 
 The fault needs ``window`` (ingest time) or ``persist`` (cadence) skewed readings in a row and clears
 after ``clear_after`` good ones.
@@ -27,6 +32,10 @@ from detectors.common import calm_long_enough, check_version, excess_score, make
 from ioc.models import Finding, Reading
 
 STATE_VERSION = 1
+#: Per-sequence time steps the sensor's own cadence is taken from (``_typical``), and how many
+#: must be seen before any step is judged.
+CADENCE_STEPS = 5
+CADENCE_LEARN = 3
 
 
 class ClockSkewDetector:
@@ -77,6 +86,9 @@ class ClockSkewDetector:
     def reset(self) -> None:
         self.offsets: deque[float] = deque(maxlen=self.window)  # ts - received, newest last
         self.anchor: tuple[int, float] | None = None  # (seq, ts) of the last reading
+        self.steps: deque[float] = deque(maxlen=CADENCE_STEPS)  # recent seconds per sequence number
+        self.seen_steps = 0
+        self.learned = False  # the registry's interval disagreed with the sensor: its own steps rule
         self.cadence_offset = 0.0
         self.bad_run = 0
         self.ok_run = 0
@@ -99,13 +111,31 @@ class ClockSkewDetector:
             self.anchor = (seq, t)  # the device restarted its sequence: re-anchor, clock presumed re-synced
             self.cadence_offset = 0.0
             return 0.0
-        step = (t - a_t) - d * self.interval_s
-        if abs(step) > min(self.tolerance_s, 0.5 * self.interval_s):
-            whole = round(step / self.interval_s)
-            if not (whole >= 1 and abs(step - whole * self.interval_s) <= 0.1 * self.interval_s):
+        self.steps.append((t - a_t) / d)
+        self.seen_steps += 1
+        interval = self._interval()
+        step = (t - a_t) - d * interval
+        if abs(step) > min(self.tolerance_s, 0.5 * interval):
+            whole = round(step / interval)
+            if not (whole >= 1 and abs(step - whole * interval) <= 0.1 * interval):
                 self.cadence_offset += step  # a whole number of missed intervals is a gap, not a clock step
         self.anchor = (seq, t)
-        return self.cadence_offset
+        return self.cadence_offset if self.seen_steps >= CADENCE_LEARN else None
+
+    def _interval(self) -> float:
+        """The cadence steps are judged against: the registry's, until the sensor shows it is wrong."""
+        if not self.learned and len(self.steps) >= CADENCE_LEARN:
+            if abs(self._typical() - self.interval_s) > min(self.tolerance_s, 0.5 * self.interval_s):
+                self.learned = True
+                self.cadence_offset = 0.0  # summed against the wrong interval: not a clock step
+        return self._typical() if self.learned else self.interval_s
+
+    def _typical(self) -> float:
+        """The recent steps without the longest and the shortest (a clock step, a gap), averaged:
+        a median would pick one side of a sensor whose steps alternate long and short."""
+        ordered = sorted(self.steps)
+        middle = ordered[1:-1] if len(ordered) >= 3 else ordered
+        return sum(middle) / len(middle)
 
     def update(self, reading: Reading, received: datetime | None = None) -> list[Finding]:
         t = reading.ts.timestamp()
@@ -151,6 +181,9 @@ class ClockSkewDetector:
             "offsets": list(self.offsets),
             "anchor": list(self.anchor) if self.anchor else None,
             "cadence_offset": self.cadence_offset,
+            "steps": list(self.steps),
+            "seen_steps": self.seen_steps,
+            "learned": self.learned,
             "bad_run": self.bad_run,
             "ok_run": self.ok_run,
             "active": self.active,
@@ -162,6 +195,10 @@ class ClockSkewDetector:
         a = state.get("anchor")
         self.anchor = (int(a[0]), float(a[1])) if a else None
         self.cadence_offset = float(state["cadence_offset"])
+        # absent from states written before the cadence was learned: start learning it now
+        self.steps = deque((float(x) for x in state.get("steps", ())), maxlen=CADENCE_STEPS)
+        self.seen_steps = int(state.get("seen_steps", CADENCE_LEARN if self.anchor else 0))
+        self.learned = bool(state.get("learned", False))
         self.bad_run = int(state["bad_run"])
         self.ok_run = int(state["ok_run"])
         self.active = bool(state["active"])

@@ -238,6 +238,42 @@ def test_delivery_backlogs_and_missed_intervals_are_not_clock_skew() -> None:
     assert out == []
 
 
+def _at(i: int, step_s: float, skew_s: float = 0.0, jitter_s: float = 0.0) -> Reading:
+    """Reading i of a sensor reporting every ``step_s`` (fractions allowed), its clock off by ``skew_s``."""
+    wobble = jitter_s * (1 if i % 3 == 0 else -1 if i % 3 == 1 else 0)
+    return Reading("S", "air", T0 + timedelta(seconds=step_s * i + skew_s + wobble), i + 1, {"t": 1.0})
+
+
+@pytest.mark.parametrize(("step_s", "registered_s"), [(0.1, 60), (10, 60), (1, 300), (600, 60)],
+                         ids=["10Hz-as-60s", "10s-as-60s", "1s-as-300s", "600s-as-60s"])
+def test_a_wrong_registry_interval_is_not_clock_skew_and_a_real_step_still_is(step_s: float, registered_s: int) -> None:
+    """A sensor registered with the wrong interval (the registry takes 60 s when none is given, and
+    cannot hold 0.1 s) raised a clock fault on its third reading: every step looked like a clock step."""
+    det = ClockSkewDetector("S", interval_s=registered_s)
+    n = 400
+    quiet = [f for i in range(n) for f in det.update(_at(i, step_s, jitter_s=0.05 * step_s))]
+    assert quiet == []
+    # Then the clock really jumps about 600 s ahead and stays there: raised, and cleared when it is
+    # set back. (Not a whole number of intervals: a sensor whose sequence does not advance through a
+    # power cut makes such a jump look like missed readings.)
+    jump = 600.0 + 0.5 * step_s
+    found = [(i, f.severity) for i in range(n, n + 20)
+             for f in det.update(_at(i, step_s, skew_s=jump if i < n + 10 else 0.0))]
+    assert [sev for _, sev in found] == ["warning", None], found
+
+
+def test_a_clock_state_saved_before_the_cadence_was_learned_goes_on_judging() -> None:
+    """States in the changelog from the previous release have no learned steps: they must load and
+    keep judging steps against the registry's interval, not go quiet while the cadence is learned."""
+    det = ClockSkewDetector("WX", interval_s=300)
+    run(det, [rd(i, {"t": 1.0}) for i in range(5)])
+    old = {k: v for k, v in det.to_state().items() if k not in ("steps", "seen_steps", "learned")}
+    again = ClockSkewDetector("WX", interval_s=300)
+    again.from_state(old)
+    readings = [rd(i, {"t": 1.0}, skew_s=240 if i >= 5 else 0) for i in range(5, 9)]
+    assert run(again, readings) == [(1, "warning")]
+
+
 def test_sequence_restart_re_anchors() -> None:
     det = ClockSkewDetector("WX", interval_s=300)
     readings = [rd(i, {"t": 1.0}) for i in range(5)] + [rd(i, {"t": 1.0}, seq=i - 4) for i in range(5, 10)]
