@@ -270,13 +270,15 @@ class Bench:
         self.pool = SensorPool(pipe.db, float(pipe.env["IOC_REGISTRY_REFRESH_S"]))
         self.deadline = time.monotonic() + args.budget
 
-    def run_load(self, code: str, rate: float, seconds: float, probes: int = 0) -> dict[str, Any]:
+    def run_load(self, code: str, rate: float, seconds: float, probes: int = 0,
+                 poll_ms: float | None = None) -> dict[str, Any]:
         """Offer ``rate`` readings/s for ``seconds`` from ``rate × period`` sensors; measure everything."""
         a = self.args
         period = CADENCES[code]
         sensors = self.pool.use(code, max(1, round(rate * period)))
         kinds = [self.pool.kind_of(s) for s in sensors]
-        tracker = ArrivalTracker(self.pipe.db, f"{LOAD_PREFIX}{CODES[code]}%", a.poll_ms / 1000.0, a.sample)
+        tracker = ArrivalTracker(self.pipe.db, f"{LOAD_PREFIX}{CODES[code]}%", (poll_ms or a.poll_ms) / 1000.0,
+                                 a.sample)
         tracker.start()
         tracker.connected.wait(10)
         if tracker.backend_pid is not None:  # its polls are the bench's CPU, not PostgreSQL's share
@@ -400,7 +402,7 @@ class Bench:
             if time.monotonic() + a.hold + 30 > self.deadline:
                 stopped = "time budget"
                 break
-            step = self.run_load(code, rate, a.hold)
+            step = self.run_load(code, rate, a.hold, poll_ms=a.step_poll_ms)
             steps.append(step)
             console.print(f"  {code} {rate:>8,.0f}/s: {'PASS' if step['passed'] else 'FAIL'} ({step['reason']});"
                           f" drain {step['drain_s']} s, row p99 {step['row_latency_ms']['p99']} ms,"
@@ -435,7 +437,7 @@ class Bench:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     pids = StartedPids()
     data = result_header("sustained", args.quick, sys.argv)
-    data.update(hold_s=args.hold, drain_bound_s=args.drain_bound, poll_ms=args.poll_ms,
+    data.update(hold_s=args.hold, drain_bound_s=args.drain_bound, poll_ms=args.poll_ms, step_poll_ms=args.step_poll_ms,
                 criteria=(f"offered >= {MIN_OFFERED:.0%} of the rate, all PUBACKed, every reading visible "
                           f"<= {args.drain_bound} s after the last publish, zero rows missing"),
                 note=("hold shortened for a quick run; the issue's criterion is 60 s" if args.hold < 60 else ""),
@@ -548,6 +550,8 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=None, help="per latency phase (default 30; --quick 6)")
     ap.add_argument("--probes", type=int, default=None, help="alert probes per latency phase (default 20; --quick 3)")
     ap.add_argument("--poll-ms", type=float, default=20.0, help="arrival poll interval (the latency resolution)")
+    ap.add_argument("--step-poll-ms", type=float, default=100.0,
+                    help="the same in the rate search, where a finer poll of a stack behind takes its CPU")
     ap.add_argument("--sample", type=int, default=10,
                     help="latency is tracked on readings whose ts in µs is divisible by this (1 = all)")
     ap.add_argument("--registry-refresh", type=float, default=None,
