@@ -112,7 +112,7 @@ class ClockSkewDetector:
             self.cadence_offset = 0.0
             return 0.0
         self.steps.append((t - a_t) / d)
-        self.seen_steps += 1
+        self.seen_steps = min(self.seen_steps + 1, CADENCE_LEARN)  # only whether enough were seen matters
         interval = self._interval()
         step = (t - a_t) - d * interval
         if abs(step) > min(self.tolerance_s, 0.5 * interval):
@@ -124,11 +124,15 @@ class ClockSkewDetector:
 
     def _interval(self) -> float:
         """The cadence steps are judged against: the registry's, until the sensor shows it is wrong."""
-        if not self.learned and len(self.steps) >= CADENCE_LEARN:
-            if abs(self._typical() - self.interval_s) > min(self.tolerance_s, 0.5 * self.interval_s):
+        if self.learned:
+            return self._typical()
+        if len(self.steps) >= CADENCE_LEARN:
+            typical = self._typical()
+            if abs(typical - self.interval_s) > min(self.tolerance_s, 0.5 * self.interval_s):
                 self.learned = True
                 self.cadence_offset = 0.0  # summed against the wrong interval: not a clock step
-        return self._typical() if self.learned else self.interval_s
+                return typical
+        return self.interval_s
 
     def _typical(self) -> float:
         """The recent steps without the longest and the shortest (a clock step, a gap), averaged:
@@ -197,7 +201,7 @@ class ClockSkewDetector:
         self.cadence_offset = float(state["cadence_offset"])
         # absent from states written before the cadence was learned: start learning it now
         self.steps = deque((float(x) for x in state.get("steps", ())), maxlen=CADENCE_STEPS)
-        self.seen_steps = int(state.get("seen_steps", CADENCE_LEARN if self.anchor else 0))
+        self.seen_steps = min(int(state.get("seen_steps", CADENCE_LEARN if self.anchor else 0)), CADENCE_LEARN)
         self.learned = bool(state.get("learned", False))
         self.bad_run = int(state["bad_run"])
         self.ok_run = int(state["ok_run"])

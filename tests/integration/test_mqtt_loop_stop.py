@@ -12,10 +12,7 @@ import time
 import uuid
 
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from ioc.mqtt_client import connect, make_client
 from ioc.settings import Settings
 from ioc.stack.stack import StackState
 from streams.mqtt_loop import MqttLoop
@@ -28,19 +25,7 @@ pytestmark = pytest.mark.integration
 def _take_over(url: str, client_id: str) -> None:
     """Another client resumes the session (MQTT take-over: the broker closes the first connection),
     and leaves it as it found it. Blocking: the loop under test reads nothing meanwhile."""
-    client, target, props = make_client(url, client_id=client_id, clean_start=False, session_expiry_s=86400,
-                                         manual_ack=True)
-    acked: list[bool] = []
-    client.on_connect = lambda _c, _u, flags, rc, _p: acked.append(bool(flags.session_present))
-    connect(client, target, props)
-    deadline = time.monotonic() + 10
-    while not acked and time.monotonic() < deadline:
-        client.loop(0.05)
-    assert acked == [True], "the take-over found no session to resume"
-    keep = Properties(PacketTypes.DISCONNECT)
-    keep.SessionExpiryInterval = 86400
-    client.disconnect(properties=keep)
-    client.loop(0.05)
+    assert mqtt_session(url, client_id), "the take-over found no session to resume"
     time.sleep(0.2)  # the broker's DISCONNECT to the first connection is in its socket by now
 
 
