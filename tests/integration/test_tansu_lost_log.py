@@ -32,6 +32,15 @@ async def _topics(bs: str) -> list[str]:
         await admin.close()
 
 
+async def _miss_the_broker(producer: AIOKafkaProducer) -> None:
+    """Let the producer find its connection dead and fail to refresh its metadata while no broker
+    answers. Otherwise it finds out after the restart (``restart_tansu`` blocks the event loop), and
+    the refresh, a metadata request that lets the broker create the topics it names, could create
+    the topic again before the test writes to it."""
+    for _ in range(2):  # the second awaits the refresh the dead connection's close may have begun
+        assert await producer.client.force_metadata_update() is False
+
+
 async def _send(producer: AIOKafkaProducer, value: bytes, retry: SendRetry) -> list[tuple[str, float]]:
     """Send until acknowledged, as the bridge does; the refusals met on the way and their delays."""
     met = []
@@ -54,6 +63,7 @@ def test_records_written_before_the_topic_is_created_again_are_passed_by_retryin
         producer = AIOKafkaProducer(bootstrap_servers=bs, request_timeout_ms=5000)
         await producer.start()
         os.kill(old.pid, signal.SIGKILL)
+        await _miss_the_broker(producer)
         new = restart_tansu(old)
         try:
             # The producer still holds the topic's metadata: the new broker takes these writes
