@@ -12,6 +12,8 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from ioc import paho_compat
+
 
 @dataclass(frozen=True)
 class MqttTarget:
@@ -58,6 +60,7 @@ def make_client(
     """
     from paho.mqtt.packettypes import PacketTypes
 
+    paho_compat.install()
     target = MqttTarget.parse(url)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
