@@ -15,6 +15,7 @@ decoding differently.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from paho.mqtt import _packet
@@ -25,6 +26,7 @@ from paho.mqtt.properties import Properties
 log = logging.getLogger(__name__)
 
 _ORIGINAL: Any = None
+_INSTALLING = threading.Lock()  # clients may be made on several threads at once
 
 
 class _NoProperties(Properties):
@@ -74,16 +76,16 @@ def _agrees() -> bool:
 def install() -> bool:
     """Use the fast path in this process (idempotent); False if paho decodes differently here."""
     global _ORIGINAL
-    if _ORIGINAL is not None:
+    with _INSTALLING:
+        if _ORIGINAL is None:
+            _ORIGINAL = _packet.decode_publish  # paho's own, taken once: never the fast path itself
+            try:
+                agrees = _agrees()
+            except Exception:  # any change of paho's internals: keep paho's own path
+                log.debug("the fast path's self-check failed", exc_info=True)
+                agrees = False
+            if agrees:
+                _packet.decode_publish = _decode_publish
+            else:
+                log.warning("paho's PUBLISH decoding changed; the fast path for packets without properties is off")
         return _packet.decode_publish is _decode_publish
-    _ORIGINAL = _packet.decode_publish
-    try:
-        agrees = _agrees()
-    except Exception:  # any change of paho's internals: keep paho's own path
-        log.exception("paho's PUBLISH decoding changed; the fast path for packets without properties is off")
-        agrees = False
-    if agrees:
-        _packet.decode_publish = _decode_publish
-    else:
-        log.warning("paho's PUBLISH decoding changed; the fast path for packets without properties is off")
-    return agrees

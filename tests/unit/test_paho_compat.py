@@ -89,3 +89,28 @@ def test_a_paho_that_decodes_differently_keeps_its_own_path(monkeypatch: pytest.
     monkeypatch.setattr(_packet, "decode_publish", changed)
     assert paho_compat.install() is False
     assert _packet.decode_publish is changed
+
+
+def test_clients_made_on_several_threads_at_once_install_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Had a second thread taken the fast path for paho's own, every decode would recurse."""
+    import threading
+
+    original = paho_compat._ORIGINAL or _packet.decode_publish
+    monkeypatch.setattr(paho_compat, "_ORIGINAL", None)
+    monkeypatch.setattr(_packet, "decode_publish", original)
+    start = threading.Barrier(8)
+    results: list[bool] = []
+
+    def make() -> None:
+        start.wait()
+        results.append(paho_compat.install())
+
+    threads = [threading.Thread(target=make) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 8
+    assert paho_compat._ORIGINAL is original
+    header, body = _packet_of(b"a/b", b"{}", 1, NONE)
+    assert _packet.decode_publish(header, body, V5).payload == b"{}"
