@@ -87,7 +87,6 @@ class ClockSkewDetector:
         self.offsets: deque[float] = deque(maxlen=self.window)  # ts - received, newest last
         self.anchor: tuple[int, float] | None = None  # (seq, ts) of the last reading
         self.steps: deque[float] = deque(maxlen=CADENCE_STEPS)  # recent seconds per sequence number
-        self.seen_steps = 0
         self.learned = False  # the registry's interval disagreed with the sensor: its own steps rule
         self.cadence_offset = 0.0
         self.bad_run = 0
@@ -112,7 +111,6 @@ class ClockSkewDetector:
             self.cadence_offset = 0.0
             return 0.0
         self.steps.append((t - a_t) / d)
-        self.seen_steps = min(self.seen_steps + 1, CADENCE_LEARN)  # only whether enough were seen matters
         interval = self._interval()
         step = (t - a_t) - d * interval
         if abs(step) > min(self.tolerance_s, 0.5 * interval):
@@ -120,7 +118,7 @@ class ClockSkewDetector:
             if not (whole >= 1 and abs(step - whole * interval) <= 0.1 * interval):
                 self.cadence_offset += step  # a whole number of missed intervals is a gap, not a clock step
         self.anchor = (seq, t)
-        return self.cadence_offset if self.seen_steps >= CADENCE_LEARN else None
+        return self.cadence_offset if len(self.steps) >= CADENCE_LEARN else None
 
     def _interval(self) -> float:
         """The cadence steps are judged against: the registry's, until the sensor shows it is wrong."""
@@ -186,7 +184,6 @@ class ClockSkewDetector:
             "anchor": list(self.anchor) if self.anchor else None,
             "cadence_offset": self.cadence_offset,
             "steps": list(self.steps),
-            "seen_steps": self.seen_steps,
             "learned": self.learned,
             "bad_run": self.bad_run,
             "ok_run": self.ok_run,
@@ -199,9 +196,10 @@ class ClockSkewDetector:
         a = state.get("anchor")
         self.anchor = (int(a[0]), float(a[1])) if a else None
         self.cadence_offset = float(state["cadence_offset"])
-        # absent from states written before the cadence was learned: start learning it now
-        self.steps = deque((float(x) for x in state.get("steps", ())), maxlen=CADENCE_STEPS)
-        self.seen_steps = min(int(state.get("seen_steps", CADENCE_LEARN if self.anchor else 0)), CADENCE_LEARN)
+        # Absent from states written before the cadence was learned: such a detector has been judging
+        # steps against the registry's interval, so it goes on from as many steps of that interval.
+        seen = state.get("steps", [self.interval_s] * CADENCE_LEARN if self.anchor else [])
+        self.steps = deque((float(x) for x in seen), maxlen=CADENCE_STEPS)
         self.learned = bool(state.get("learned", False))
         self.bad_run = int(state["bad_run"])
         self.ok_run = int(state["ok_run"])

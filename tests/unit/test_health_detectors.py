@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from detectors.clock_skew import CADENCE_LEARN, ClockSkewDetector
+from detectors.clock_skew import CADENCE_STEPS, ClockSkewDetector
 from detectors.families import METRICS, water_level_overrides
 from detectors.flatline import FlatSpec, StuckDetector
 from detectors.physical_range import PhysicalRangeDetector
@@ -260,7 +260,7 @@ def test_a_wrong_registry_interval_is_not_clock_skew_and_a_real_step_still_is(st
     found = [(i, f.severity) for i in range(n, n + 20)
              for f in det.update(_at(i, step_s, skew_s=jump if i < n + 10 else 0.0))]
     assert [sev for _, sev in found] == ["warning", None], found
-    assert det.to_state()["seen_steps"] == CADENCE_LEARN  # the checkpoint does not grow with the stream
+    assert len(det.to_state()["steps"]) == CADENCE_STEPS  # the checkpoint does not grow with the stream
 
 
 def test_a_clock_state_saved_before_the_cadence_was_learned_goes_on_judging() -> None:
@@ -268,7 +268,7 @@ def test_a_clock_state_saved_before_the_cadence_was_learned_goes_on_judging() ->
     keep judging steps against the registry's interval, not go quiet while the cadence is learned."""
     det = ClockSkewDetector("WX", interval_s=300)
     run(det, [rd(i, {"t": 1.0}) for i in range(5)])
-    old = {k: v for k, v in det.to_state().items() if k not in ("steps", "seen_steps", "learned")}
+    old = {k: v for k, v in det.to_state().items() if k not in ("steps", "learned")}
     again = ClockSkewDetector("WX", interval_s=300)
     again.from_state(old)
     readings = [rd(i, {"t": 1.0}, skew_s=240 if i >= 5 else 0) for i in range(5, 9)]
